@@ -1,0 +1,58 @@
+# Two commands: `make demo` runs the whole system, `make test` runs the whole suite.
+# Both set up what is missing first (virtualenv, Python packages, system packages).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-deps demo down status test test-fast lint typecheck lab clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+	  { echo "error: Python >= 3.11 is required ($(PYTHON) is $$($(PYTHON) --version 2>&1)); run 'make PYTHON=python3.11 ...'" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[notebooks,test]'
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install the workbench with all extras
+
+system-deps:  ## install system packages the tests need (Chromium, ChromeDriver, kcat)
+	@scripts/install-system-deps.sh
+
+demo: install  ## start the whole system in the background and print URLs and logins
+	$(BIN)/workbench up
+	@echo
+	@echo "The workbench is running. 'make down' stops it; '$(BIN)/workbench status' checks it."
+
+down:  ## stop everything 'make demo' started
+	@if [ -x $(BIN)/workbench ]; then $(BIN)/workbench down; else echo "nothing to stop: no .venv here"; fi
+
+status: install  ## health of each component
+	$(BIN)/workbench status
+
+lint: install  ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install  ## mypy (strict) on the packages
+	$(BIN)/mypy
+
+test: install system-deps lint typecheck  ## set up, lint, type-check and run the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: install  ## the suite without tests marked slow
+	$(BIN)/python -m pytest -m "not slow"
+
+lab: install  ## JupyterLab for analysts, with the workbench importable
+	$(BIN)/jupyter lab --no-browser --ip "$${WORKBENCH_HOST:-127.0.0.1}" --port "$${WORKBENCH_LAB_PORT:-8888}" --notebook-dir .
+
+clean: down  ## remove .venv and the local state (.workbench)
+	rm -rf $(VENV) .workbench .pytest_cache .mypy_cache .ruff_cache

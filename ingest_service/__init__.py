@@ -1,0 +1,1 @@
+"""Headless services: the cloud gateway and the event processor (Kafka -> Delta)."""

@@ -1,0 +1,96 @@
+"""Shared fixtures: isolated WORKBENCH_HOMEs on free ports and the real embedded broker.
+
+Tests never talk to the default ports, so they run beside a `make demo` stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workbench.config import Config
+from workbench.kafka import ensure_topic
+from workbench.stack import supervisor
+
+PORT_VARS = (
+    "WORKBENCH_KAFKA_PORT",
+    "WORKBENCH_GATEWAY_PORT",
+    "WORKBENCH_LEGACY_PORT",
+    "WORKBENCH_HIVE_PORT",
+    "WORKBENCH_VOILA_PORT",
+    "WORKBENCH_LAB_PORT",
+)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def isolated_env(home: Path, **overrides: str) -> dict[str, str]:
+    """os.environ without workbench settings, plus a private home and free ports."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WORKBENCH_") and k != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    env["WORKBENCH_HOME"] = str(home)
+    for var in PORT_VARS:
+        env[var] = str(free_port())
+    env.update(overrides)
+    return env
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `workbench` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def wb_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An isolated environment for CLI tests; whatever it started is stopped afterwards."""
+    env = isolated_env(tmp_path / "home")
+    yield env
+    run_cli(env, "down")
+
+
+@pytest.fixture(scope="session")
+def broker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    """One real embedded broker (Tansu) for the session, started through the supervisor."""
+    home = tmp_path_factory.mktemp("broker-home")
+    config = Config.from_env(isolated_env(home))
+    supervisor.up(config, only=["broker"])
+    yield config
+    supervisor.down(config)
+
+
+@pytest.fixture
+def kafka_config(broker_config: Config, tmp_path: Path) -> Config:
+    """The session broker with a fresh topic and a fresh lake for this test."""
+    config = dataclasses.replace(
+        broker_config,
+        topic=f"telemetry-{uuid.uuid4().hex[:8]}",
+        lake=str(tmp_path / "lake"),
+        home=tmp_path / "home",
+    )
+    ensure_topic(config)
+    return config

@@ -1,0 +1,10 @@
+"""Smart-building IoT analytics workbench: the library every part of the product uses.
+
+The front door is deliberately narrow; notebooks need little more than the
+config and, as the product grows, the reading API.
+"""
+
+from workbench.config import Config, load_config
+from workbench.exceptions import WorkbenchError
+
+__all__ = ["Config", "WorkbenchError", "load_config"]

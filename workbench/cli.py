@@ -1,0 +1,114 @@
+"""The ``workbench`` command: a thin layer over the library.
+
+Each verb is a function ``(config, args) -> exit code``. Failures the user can
+fix are :class:`~workbench.exceptions.WorkbenchError` and print as one line on
+stderr; nothing prints a traceback unless ``WORKBENCH_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn, Protocol
+
+from workbench.config import Config, settings_help
+from workbench.exceptions import WorkbenchError
+
+__all__ = ["EXIT_USAGE", "VERB_MODULES", "ArgumentParser", "Handler", "Verb", "main", "say"]
+
+EXIT_USAGE = 2
+
+# Each module defines ``register(verb: Verb) -> None`` and adds its verbs with it.
+VERB_MODULES: tuple[str, ...] = ("workbench.stack.cli",)
+
+Handler = Callable[[Config, argparse.Namespace], int]
+
+
+class Verb(Protocol):
+    """Adds a sub-command; ``handler=None`` for a group that gets sub-commands of its own."""
+
+    def __call__(
+        self, name: str, handler: Handler | None, help: str
+    ) -> argparse.ArgumentParser: ...
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the fix, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def say(message: str) -> None:
+    """Progress and errors go to stderr, data to stdout."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def _parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    try:
+        pkg_version = version("smart-building-workbench")
+    except PackageNotFoundError:  # running from a source tree
+        pkg_version = "dev"
+    epilog = settings_help(environ)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = ArgumentParser(
+        prog="workbench",
+        description="Smart-building IoT analytics workbench: run the stack, manage the fleet, "
+        "query the lake.",
+        epilog=epilog,
+        formatter_class=formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"workbench {pkg_version}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+
+    def verb(name: str, handler: Handler | None, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help, description=help, epilog=epilog, formatter_class=formatter
+        )
+        if handler is not None:
+            p.set_defaults(handler=handler)
+        return p
+
+    for module in VERB_MODULES:
+        importlib.import_module(module).register(verb)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``workbench`` console script."""
+    debug = os.environ.get("WORKBENCH_DEBUG") == "1"
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.error(f"'{args.command}' needs a sub-command")
+    try:
+        return handler(Config.from_env(), args)
+    except WorkbenchError as exc:
+        if debug:
+            raise
+        say(f"workbench: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        say("workbench: interrupted")
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        say(
+            f"workbench: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with WORKBENCH_DEBUG=1 for the traceback, and please report it)"
+        )
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""``workbench up | down | status | logs``: the supervisor's verbs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from workbench.cli import Verb, say
+from workbench.config import Config
+from workbench.exceptions import WorkbenchError
+from workbench.stack import supervisor
+from workbench.stack.base import registered
+
+__all__ = ["EXIT_NOT_RUNNING", "EXIT_UNHEALTHY", "register"]
+
+EXIT_UNHEALTHY = 1
+EXIT_NOT_RUNNING = 3
+
+
+def _cmd_up(config: Config, args: argparse.Namespace) -> int:
+    statuses = supervisor.up(config, report=say)
+    _print_status_table(statuses)
+    return 0 if statuses and all(s.healthy for s in statuses) else EXIT_UNHEALTHY
+
+
+def _cmd_down(config: Config, args: argparse.Namespace) -> int:
+    stopped = supervisor.down(config, report=say)
+    if not stopped:
+        say(f"nothing to stop: no workbench component is running under {config.home}")
+    return 0
+
+
+def _cmd_status(config: Config, args: argparse.Namespace) -> int:
+    statuses = supervisor.status(config)
+    healthy = bool(statuses) and all(s.healthy for s in statuses)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "healthy": healthy,
+                    "home": str(config.home),
+                    "components": [s.to_json() for s in statuses],
+                },
+                indent=2,
+            )
+        )
+    elif statuses:
+        _print_status_table(statuses)
+    if not statuses:
+        say(f"workbench is not running under {config.home}; start it with 'workbench up'")
+        return EXIT_NOT_RUNNING
+    for s in statuses:
+        if not s.healthy:
+            say(f"{s.name}: unhealthy: {s.detail}")
+    return 0 if healthy else EXIT_UNHEALTHY
+
+
+def _print_status_table(statuses: Sequence[supervisor.ComponentStatus]) -> None:
+    rows = [("COMPONENT", "HEALTHY", "PID", "ADDRESS", "DETAIL")]
+    rows += [
+        (s.name, "yes" if s.healthy else "NO", str(s.pid or "-"), s.address, s.detail)
+        for s in statuses
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+
+
+def _cmd_logs(config: Config, args: argparse.Namespace) -> int:
+    names = [c.name for c in registered() if c.command is not None]
+    if args.component and args.component not in names:
+        raise WorkbenchError(
+            f"unknown component {args.component!r}", hint=f"choose from {', '.join(names)}"
+        )
+    wanted = [args.component] if args.component else names
+    paths = [
+        (n, supervisor.log_path(config, n))
+        for n in wanted
+        if supervisor.log_path(config, n).exists()
+    ]
+    if not paths:
+        raise WorkbenchError(
+            f"no logs under {config.log_dir}", hint="start the stack with 'workbench up'"
+        )
+    for name, path in paths:
+        lines = path.read_text(errors="replace").splitlines()[-args.lines :]
+        for line in lines:
+            print(f"{name} | {line}" if len(paths) > 1 else line)
+    if args.follow:
+        _follow(paths, prefix=len(paths) > 1)
+    return 0
+
+
+def _follow(paths: list[tuple[str, Path]], *, prefix: bool) -> None:
+    handles = []
+    for name, path in paths:
+        f = path.open(errors="replace")
+        f.seek(0, os.SEEK_END)
+        handles.append((name, f))
+    while True:
+        quiet = True
+        for name, f in handles:
+            for line in f.readlines():
+                quiet = False
+                print(f"{name} | {line}" if prefix else line, end="", flush=True)
+        if quiet:
+            time.sleep(0.3)
+
+
+def register(verb: Verb) -> None:
+    """Add the stack verbs to the ``workbench`` command."""
+    verb("up", _cmd_up, "start the stack in the background and wait until it is healthy")
+    verb("down", _cmd_down, "stop every component 'workbench up' started")
+    p = verb("status", _cmd_status, "health of each component (exit 0 only when all healthy)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verb("logs", _cmd_logs, "show a component's log (all components when none is named)")
+    p.add_argument("component", nargs="?", metavar="COMPONENT")
+    p.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
