@@ -18,8 +18,7 @@ import dataclasses
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from workbench.config import Config
 
@@ -46,9 +45,15 @@ class Port:
 
 @dataclasses.dataclass(frozen=True)
 class UpOptions:
-    """Options of ``workbench up`` that components may read when building their command."""
+    """Options of ``workbench up`` that components read when building their command.
 
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    ``None`` means "the component's own default".
+    """
+
+    devices: int | None = None  # simulated devices
+    interval: float | None = None  # seconds between one device's events
+    scenario: str | None = None  # simulator scenario(s), comma-separated
+    skip: frozenset[str] = frozenset()  # components not to start (e.g. --no-simulator)
 
 
 HealthCheck = Callable[[Config], str | None]

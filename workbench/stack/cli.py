@@ -13,7 +13,7 @@ from workbench.cli import Verb, say
 from workbench.config import Config
 from workbench.exceptions import WorkbenchError
 from workbench.stack import supervisor
-from workbench.stack.base import registered
+from workbench.stack.base import UpOptions, registered
 
 __all__ = ["EXIT_NOT_RUNNING", "EXIT_UNHEALTHY", "register"]
 
@@ -22,7 +22,13 @@ EXIT_NOT_RUNNING = 3
 
 
 def _cmd_up(config: Config, args: argparse.Namespace) -> int:
-    statuses = supervisor.up(config, report=say)
+    options = UpOptions(
+        devices=args.devices,
+        interval=args.interval,
+        scenario=args.scenario,
+        skip=frozenset({"simulator"} if args.no_simulator else ()),
+    )
+    statuses = supervisor.up(config, options, report=say)
     _print_status_table(statuses)
     return 0 if statuses and all(s.healthy for s in statuses) else EXIT_UNHEALTHY
 
@@ -111,9 +117,35 @@ def _follow(paths: list[tuple[str, Path]], *, prefix: bool) -> None:
             time.sleep(0.3)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def register(verb: Verb) -> None:
     """Add the stack verbs to the ``workbench`` command."""
-    verb("up", _cmd_up, "start the stack in the background and wait until it is healthy")
+    p = verb("up", _cmd_up, "start the stack in the background and wait until it is healthy")
+    p.add_argument("--devices", type=_positive_int, metavar="N", help="simulated devices")
+    p.add_argument(
+        "--interval", type=_positive_float, metavar="SECONDS", help="seconds between events"
+    )
+    p.add_argument("--scenario", metavar="NAME", help="simulator scenario(s), comma-separated")
+    p.add_argument("--no-simulator", action="store_true", help="do not start the simulator")
     verb("down", _cmd_down, "stop every component 'workbench up' started")
     p = verb("status", _cmd_status, "health of each component (exit 0 only when all healthy)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

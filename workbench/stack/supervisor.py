@@ -219,7 +219,11 @@ def up(
     the components this call started are stopped again and the error raised.
     """
     options = options or UpOptions()
-    components = [c for c in _enabled(config) if only is None or c.name in only]
+    components = [
+        c
+        for c in _enabled(config)
+        if (only is None or c.name in only) and c.name not in options.skip
+    ]
     started: list[Component] = []
     with _locked(config):
         try:
