@@ -52,7 +52,8 @@ test-fast: install  ## the suite without tests marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
 lab: install  ## JupyterLab for analysts, with the workbench importable
-	$(BIN)/jupyter lab --no-browser --ip "$${WORKBENCH_HOST:-127.0.0.1}" --port "$${WORKBENCH_LAB_PORT:-8888}" --notebook-dir .
+	$(BIN)/jupyter lab --no-browser --ip "$${WORKBENCH_HOST:-127.0.0.1}" --port "$${WORKBENCH_LAB_PORT:-8888}" \
+	  --notebook-dir . $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean: down  ## remove .venv and the local state (.workbench)
 	rm -rf $(VENV) .workbench .pytest_cache .mypy_cache .ruff_cache
