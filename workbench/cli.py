@@ -23,7 +23,11 @@ __all__ = ["EXIT_USAGE", "VERB_MODULES", "ArgumentParser", "Handler", "Verb", "m
 EXIT_USAGE = 2
 
 # Each module defines ``register(verb: Verb) -> None`` and adds its verbs with it.
-VERB_MODULES: tuple[str, ...] = ("workbench.stack.cli",)
+VERB_MODULES: tuple[str, ...] = (
+    "workbench.stack.cli",
+    "workbench.registry.cli",
+    "workbench.bench.cli",
+    "workbench.lake.cli", "workbench.query.cli")
 
 Handler = Callable[[Config, argparse.Namespace], int]
 

@@ -77,6 +77,105 @@ class Config:
     startup_timeout: float = _setting(
         "WORKBENCH_STARTUP_TIMEOUT", "60", "seconds `up` waits for each component", "float"
     )
+    gateway_max_body_bytes: int = _setting(
+        "WORKBENCH_GATEWAY_MAX_BODY", "1048576", "largest request body the gateway accepts", "int"
+    )
+    gateway_max_batch: int = _setting(
+        "WORKBENCH_GATEWAY_MAX_BATCH", "5000", "most events in one gateway batch request", "int"
+    )
+    gateway_max_inflight: int = _setting(
+        "WORKBENCH_GATEWAY_MAX_INFLIGHT",
+        "50000",
+        "events awaiting broker acks before the gateway answers 429",
+        "int",
+    )
+    gateway_ack_timeout: float = _setting(
+        "WORKBENCH_GATEWAY_ACK_TIMEOUT",
+        "10",
+        "seconds the gateway waits for broker acks before answering 503",
+        "float",
+    )
+    gateway_max_future_s: float = _setting(
+        "WORKBENCH_GATEWAY_MAX_FUTURE",
+        "3600",
+        "how far ahead of the gateway clock an event's ts may be (seconds)",
+        "float",
+    )
+    registry_poll_interval: float = _setting(
+        "WORKBENCH_REGISTRY_POLL",
+        "1.0",
+        "seconds between the gateway's checks for registry changes",
+        "float",
+    )
+
+    processor_group: str = _setting(
+        "WORKBENCH_PROCESSOR_GROUP", "workbench-processor", "consumer group of the processors"
+    )
+    commit_interval: float = _setting(
+        "WORKBENCH_COMMIT_INTERVAL",
+        "1.0",
+        "seconds the processor buffers events before one lake commit",
+        "float",
+    )
+    commit_max_events: int = _setting(
+        "WORKBENCH_COMMIT_MAX_EVENTS",
+        "200000",
+        "events that trigger a lake commit before the interval ends",
+        "int",
+    )
+    late_grace: float = _setting(
+        "WORKBENCH_LATE_GRACE",
+        "120",
+        "seconds after a minute window closes during which late events still update it",
+        "float",
+    )
+    processor_max_future: float = _setting(
+        "WORKBENCH_PROCESSOR_MAX_FUTURE",
+        "3600",
+        "events whose ts is further ahead of the processor clock are rejected (seconds)",
+        "float",
+    )
+    dedup_window: float = _setting(
+        "WORKBENCH_DEDUP_WINDOW",
+        "900",
+        "seconds of ingest time within which a re-sent (device_id, seq) is recognised",
+        "float",
+    )
+    maintain_interval: float = _setting(
+        "WORKBENCH_MAINTAIN_INTERVAL",
+        "900",
+        "seconds between the processor's lake maintenance runs",
+        "float",
+    )
+    lake_retention_hours: float = _setting(
+        "WORKBENCH_LAKE_RETENTION_HOURS",
+        "168",
+        "hours a file replaced by compaction is kept before vacuum deletes it",
+        "float",
+    )
+
+    hive_allow_nosasl: bool = _setting(
+        "WORKBENCH_HIVE_ALLOW_NOSASL",
+        "0",
+        "1 lets HiveServer2 clients connect without SASL (trusted local use only)",
+        "bool",
+    )
+    hive_max_rows: int = _setting(
+        "WORKBENCH_HIVE_MAX_ROWS",
+        "5000000",
+        "most rows one HiveQL result may hold (aggregate or add LIMIT beyond)",
+        "int",
+    )
+
+    simulator_devices: int = _setting(
+        "WORKBENCH_SIM_DEVICES", "1000", "devices the simulator of 'workbench up' runs", "int"
+    )
+    simulator_interval: float = _setting(
+        "WORKBENCH_SIM_INTERVAL", "60", "seconds between one simulated device's events", "float"
+    )
+    simulator_scenario: str = _setting(
+        "WORKBENCH_SIM_SCENARIO", "normal", "simulator scenario(s), comma-separated"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -187,6 +286,15 @@ def _parse_loglevel(setting: Setting, raw: str) -> str:
     return raw.upper()
 
 
+def _parse_bool(setting: Setting, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise _invalid(setting, raw, "1 or 0 (true/false)")
+
+
 _PARSERS: dict[str, Callable[[Setting, str], Any]] = {
     "str": _parse_str,
     "path": _parse_path,
@@ -195,6 +303,7 @@ _PARSERS: dict[str, Callable[[Setting, str], Any]] = {
     "float": _parse_float,
     "servers": _parse_servers,
     "loglevel": _parse_loglevel,
+    "bool": _parse_bool,
 }
 
 

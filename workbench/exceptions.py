@@ -7,10 +7,24 @@ the CLI prints ``str(error)`` as one line and exits with ``error.exit_code``.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
+    "AlreadyExists",
+    "AuthenticationFailed",
     "BrokerBinaryMissing",
     "ComponentFailed",
     "ConfigError",
+    "ImportRejected",
+    "InvalidInput",
+    "InvalidState",
+    "InvalidToken",
+    "MasterKeyError",
+    "NotFound",
     "PortInUse",
+    "QueryFailed",
+    "QueryRefused",
+    "QueryUnavailable",
+    "RegistryBusy",
+    "SimulatorError",
     "WorkbenchError",
 ]
 
@@ -45,3 +59,83 @@ class BrokerBinaryMissing(WorkbenchError):
 
 class ComponentFailed(WorkbenchError):
     """A component did not become healthy, or exited."""
+
+
+class NotFound(WorkbenchError):
+    """A tenant, building or device the command names is not in the registry."""
+
+    exit_code = 4
+
+
+class AlreadyExists(WorkbenchError):
+    """A tenant, building or device being added is already in the registry."""
+
+    exit_code = 5
+
+
+class InvalidState(WorkbenchError):
+    """A registry change does not apply to the record's current status (e.g. enable a
+    de-provisioned device)."""
+
+    exit_code = 5
+
+
+class InvalidInput(WorkbenchError):
+    """An id, type or other value given to the registry is not acceptable."""
+
+    exit_code = 2
+
+
+class RegistryBusy(WorkbenchError):
+    """A registry write kept conflicting with concurrent writers and was given up."""
+
+
+class ImportRejected(WorkbenchError):
+    """A device import file has invalid rows; nothing was applied (``errors`` lists them)."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, errors: list[tuple[int, str]], hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.errors = errors
+
+
+class InvalidToken(WorkbenchError):
+    """A device key or SAS token is malformed."""
+
+    exit_code = 2
+
+
+class MasterKeyError(WorkbenchError):
+    """The registry's master secret ($WORKBENCH_HOME/secrets/master.key) is missing or
+    damaged."""
+
+
+class SimulatorError(WorkbenchError):
+    """The simulator cannot run as asked (bad option, unknown scenario, unreachable target)."""
+
+
+class AccessDenied(WorkbenchError):
+    """The principal may not do this, or not in this tenant or building."""
+
+
+class AuthenticationFailed(WorkbenchError):
+    """Unknown user, wrong password or disabled user (the message does not say which of the
+    first two, so that user names cannot be probed)."""
+
+
+class QueryRefused(WorkbenchError):
+    """A HiveQL statement, table or function is not allowed (only queries over the lake's
+    tables run; nothing may reach files, settings or other tenants' rows)."""
+
+    exit_code = 3
+
+
+class QueryFailed(WorkbenchError):
+    """A HiveQL statement could not be translated or executed (syntax, unknown column, ...)."""
+
+    exit_code = 3
+
+
+class QueryUnavailable(WorkbenchError):
+    """The HiveServer2 endpoint cannot be reached or refused the connection."""

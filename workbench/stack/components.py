@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from workbench.config import Config
 from workbench.exceptions import BrokerBinaryMissing
-from workbench.stack.base import Component, Port, UpOptions, register
+from workbench.stack.base import Component, Port, UpOptions, http_health, register
 
 __all__ = ["broker_binary"]
 
@@ -110,5 +111,149 @@ register(
         ready=_kafka_ready,
         enabled=lambda cfg: not cfg.embedded_broker,
         after_healthy=_ensure_topic,
+    )
+)
+
+
+def _gateway_command(config: Config, options: UpOptions) -> list[str]:
+    return [sys.executable, "-m", "ingest_service", "gateway"]
+
+
+register(
+    Component(
+        name="gateway",
+        command=_gateway_command,
+        address=lambda cfg: f"http://{cfg.host}:{cfg.gateway_port} (legacy tcp {cfg.legacy_port})",
+        ports=lambda cfg: [
+            Port(cfg.host, cfg.gateway_port, "WORKBENCH_GATEWAY_PORT"),
+            Port(cfg.host, cfg.legacy_port, "WORKBENCH_LEGACY_PORT"),
+        ],
+        health=http_health("/healthz", port=lambda cfg: cfg.gateway_port),
+    )
+)
+
+
+def _processor_command(config: Config, options: UpOptions) -> list[str]:
+    return [sys.executable, "-m", "ingest_service", "process"]
+
+
+def _processor_health(config: Config) -> str | None:
+    """Healthy while the processor's heartbeat file is fresh (it beats after every batch)."""
+    import json
+    import time
+
+    path = config.run_dir / "processor.heartbeat.json"
+    try:
+        beat = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return f"no heartbeat yet at {path} (joining the consumer group?)"
+    age = time.time() - float(beat.get("at", 0))
+    if age > 30:
+        return (
+            f"last heartbeat {age:.0f}s ago (pid {beat.get('pid')}); see 'workbench logs processor'"
+        )
+    return None
+
+
+register(
+    Component(
+        name="processor",
+        command=_processor_command,
+        address=lambda cfg: f"{cfg.lake} (group {cfg.processor_group})",
+        health=_processor_health,
+    )
+)
+
+
+def _hive_command(config: Config, options: UpOptions) -> list[str]:
+    return [sys.executable, "-m", "ingest_service", "hiveserver2"]
+
+
+def _hive_health(config: Config) -> str | None:
+    """Healthy when the HiveServer2 port accepts a TCP connection."""
+    import socket
+
+    try:
+        with socket.create_connection((config.host, config.hive_port), timeout=2.0):
+            return None
+    except OSError as exc:
+        return f"HiveServer2 at {config.host}:{config.hive_port} not answering ({exc})"
+
+
+register(
+    Component(
+        name="hiveserver2",
+        command=_hive_command,
+        address=lambda cfg: f"jdbc:hive2://{cfg.host}:{cfg.hive_port}/default",
+        ports=lambda cfg: [Port(cfg.host, cfg.hive_port, "WORKBENCH_HIVE_PORT")],
+        health=_hive_health,
+    )
+)
+
+
+def _simulator_status_path(config: Config) -> Path:
+    return config.run_dir / "simulator.status.json"
+
+
+def _simulator_command(config: Config, options: UpOptions) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "simulator",
+        "run",
+        "--target",
+        "gateway",
+        "--devices",
+        str(options.devices or config.simulator_devices),
+        "--interval",
+        str(options.interval or config.simulator_interval),
+        "--scenario",
+        options.scenario or config.simulator_scenario,
+        "--status",
+        str(_simulator_status_path(config)),
+    ]
+
+
+def _simulator_health(config: Config) -> str | None:
+    """Healthy while the simulator's heartbeat is fresh and it is sending."""
+    import json
+    import time
+
+    path = _simulator_status_path(config)
+    try:
+        beat = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return f"no heartbeat yet at {path}"
+    age = time.time() - float(beat.get("at", 0))
+    if beat.get("state") == "preparing":
+        return f"provisioning {beat.get('devices')} simulated devices through the registry"
+    if beat.get("state") != "running" or age > 30:
+        return (
+            f"state {beat.get('state')}, last heartbeat {age:.0f}s ago; "
+            "see 'workbench logs simulator'"
+        )
+    return None
+
+
+def _simulator_address(config: Config) -> str:
+    import json
+
+    try:
+        beat = json.loads(_simulator_status_path(config).read_text())
+    except (OSError, ValueError):
+        return f"-> http://{config.host}:{config.gateway_port}"
+    rejected = sum(beat.get("rejected", {}).values())
+    return (
+        f"{beat.get('devices')} devices ({beat.get('scenario')}) -> gateway: "
+        f"sent {beat.get('sent')}, accepted {beat.get('accepted')}, rejected {rejected}"
+    )
+
+
+register(
+    Component(
+        name="simulator",
+        command=_simulator_command,
+        address=_simulator_address,
+        health=_simulator_health,
     )
 )

@@ -1,0 +1,183 @@
+"""The HTTP side of the gateway: ``POST /v1/telemetry``, ``/healthz``, ``/metrics``,
+``/openapi.json``.
+
+A batch is all-or-nothing: every event is validated before any is produced
+and the answer is 202 only once the broker acknowledged all of them. If the
+broker fails part-way the answer is 503 and some events may have been
+stored; the device retries the whole batch and the processor drops the
+duplicates by ``(device_id, seq)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ingest_service.gateway.core import Gateway
+from ingest_service.gateway.openapi import OPENAPI
+from ingest_service.gateway.validation import Problem, validate_event
+
+__all__ = ["GATEWAY_KEY", "make_app"]
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+_JSON_TYPES = ("application/json",)
+
+
+def _problem_response(problem: Problem) -> web.Response:
+    headers = {}
+    if problem.retry_after is not None:
+        headers["Retry-After"] = str(problem.retry_after)
+    return web.Response(
+        status=problem.status,
+        body=json.dumps(problem.body()).encode(),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _parse_constant(name: str) -> float:
+    return float(name)  # NaN/Infinity parse, then fail validation as non-finite (422)
+
+
+async def _telemetry(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    started = time.perf_counter()
+    try:
+        accepted = await _accept(gw, request)
+    except Problem as problem:
+        gw.reject("http", problem)
+        response = _problem_response(problem)
+    else:
+        gw.metrics.accepted.labels("http").inc(accepted)
+        response = web.json_response({"accepted": accepted}, status=202)
+    gw.metrics.latency.labels("http").observe(time.perf_counter() - started)
+    return response
+
+
+async def _accept(gw: Gateway, request: web.Request) -> int:
+    config = gw.config
+    now = time.time()
+    entry = gw.authenticate(request.headers.get("Authorization"), now=now)
+    if request.content_type not in _JSON_TYPES:
+        raise Problem(415, "unsupported_media_type", "send Content-Type: application/json")
+    limit = config.gateway_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise Problem(413, "too_large", f"the body is larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise Problem(413, "too_large", f"the body is larger than {limit} bytes")
+    try:
+        doc = json.loads(body, parse_constant=_parse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Problem(400, "malformed", "the body is not valid JSON") from None
+    if isinstance(doc, dict) and "events" in doc:
+        if set(doc) != {"events"} or not isinstance(doc["events"], list):
+            raise Problem(400, "malformed", 'a batch is {"events": [ ... ]} and nothing else')
+        events: list[Any] = doc["events"]
+        if not events:
+            raise Problem(400, "malformed", "the batch holds no events")
+        if len(events) > config.gateway_max_batch:
+            raise Problem(
+                413, "too_large", f"a batch holds at most {config.gateway_max_batch} events"
+            )
+    elif isinstance(doc, dict):
+        events = [doc]
+    else:
+        raise Problem(400, "malformed", 'the body must be an event object or {"events": [...]}')
+    received = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+    valid = []
+    errors: list[dict[str, Any]] = []
+    for index, event in enumerate(events):
+        if isinstance(event, dict):
+            claimed = event.get("device_id")
+            if claimed is not None and claimed != entry.device_id:
+                raise Problem(
+                    403,
+                    "device_mismatch",
+                    f"event {index} names device {claimed!r}, the token is {entry.device_id!r}",
+                )
+        try:
+            valid.append(
+                validate_event(event, now=received, max_future_s=config.gateway_max_future_s)
+            )
+        except Problem as problem:
+            if problem.status != 422:
+                raise Problem(
+                    problem.status, problem.reason, f"event {index}: {problem.detail}"
+                ) from None
+            errors.extend({"index": index, **e} for e in problem.errors or [])
+    if errors:
+        first = errors[0]
+        raise Problem(
+            422,
+            "invalid",
+            f"{len(errors)} invalid event(s), nothing was accepted; first: event "
+            f"{first['index']}: {first['field']}: {first['detail']}",
+            errors=errors[:100],
+        )
+    records = gw.records(entry, valid, received)
+    await gw.producer.send_all(records)
+    return len(records)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    loaded = gw.devices.loaded.is_set()
+    body = {
+        "status": "ok" if loaded else "starting",
+        "registry_version": gw.devices.version,
+        "devices": len(gw.devices),
+        "broker": "ok" if gw.producer.healthy else "unavailable",
+        "inflight": gw.producer.inflight,
+    }
+    return web.json_response(body, status=200 if loaded else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    gw.metrics.devices.set(len(gw.devices))
+    gw.metrics.registry_version.set(-1 if gw.devices.version is None else gw.devices.version)
+    return web.Response(
+        body=gw.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+    )
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error, routing ones included, as problem+json."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "malformed"
+        )
+        problem = Problem(exc.status, reason, exc.reason)
+        request.app[GATEWAY_KEY].reject("http", problem)
+        response = _problem_response(problem)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+
+
+def make_app(gateway: Gateway) -> web.Application:
+    """The aiohttp application."""
+    app = web.Application(
+        middlewares=[_problems], client_max_size=gateway.config.gateway_max_body_bytes + 1
+    )
+    app[GATEWAY_KEY] = gateway
+    app.router.add_post("/v1/telemetry", _telemetry)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
+    return app

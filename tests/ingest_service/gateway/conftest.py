@@ -1,0 +1,124 @@
+"""A live gateway (subprocess, real sockets) on free ports over the session broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import isolated_env
+from workbench.config import Config
+from workbench.registry import Registry, sas_token
+
+
+@dataclasses.dataclass
+class LiveGateway:
+    config: Config
+    env: dict[str, str]
+    registry: Registry
+    keys: dict[str, str]
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.config.gateway_port}"
+
+    def token(self, device_id: str, **kw: Any) -> str:
+        return sas_token(device_id, self.keys[device_id], **kw)
+
+    def provision(self, device_id: str, **kw: Any) -> str:
+        kw.setdefault("building", "b-1")
+        kw.setdefault("device_type", "environment")
+        self.keys[device_id] = self.registry.provision(device_id, actor="test", **kw).key
+        return self.keys[device_id]
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def registry_version(self) -> int | None:
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as r:
+            version: int | None = json.loads(r.read())["registry_version"]
+            return version
+
+    def wait_for_registry(self, timeout: float = 10.0) -> None:
+        """Until the gateway serves the registry's current version."""
+        target = self.registry.version("devices")
+        wait_until(lambda: self.registry_version() == target, timeout)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.1)
+
+
+def start_gateway(config: Config, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest_service", "gateway"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(config.home / "gateway.log").open("wb"),
+    )
+    url = f"http://{config.host}:{config.gateway_port}/healthz"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(
+                "gateway exited: " + (config.home / "gateway.log").read_text()[-2000:]
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("gateway not healthy within 30s")
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def gateway(kafka_config: Config) -> Iterator[LiveGateway]:
+    """A gateway on free ports; tenant t-1, building b-1 and device dev-1 provisioned."""
+    kafka_config.home.mkdir(parents=True, exist_ok=True)
+    env = isolated_env(
+        kafka_config.home,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_config.bootstrap_servers,
+        WORKBENCH_TOPIC=kafka_config.topic,
+        WORKBENCH_LAKE=kafka_config.lake,
+        WORKBENCH_REGISTRY_POLL="0.3",
+        WORKBENCH_GATEWAY_MAX_BODY="65536",
+        WORKBENCH_GATEWAY_MAX_BATCH="1000",
+        WORKBENCH_LOG_LEVEL="INFO",
+    )
+    config = Config.from_env(env)
+    registry = Registry(config)
+    registry.add_tenant("t-1", actor="test")
+    registry.add_building("b-1", tenant="t-1", actor="test")
+    live = LiveGateway(config, env, registry, {}, None)  # type: ignore[arg-type]
+    live.provision("dev-1", floor=3, room="3.12")
+    live.proc = start_gateway(config, env)
+    try:
+        yield live
+    finally:
+        stop(live.proc)

@@ -1,0 +1,282 @@
+"""``workbench tenants | buildings | devices``: the registry verbs of DESIGN.md §5.
+
+The CLI acts as the platform administrator; the actor recorded in every commit
+is ``admin:<OS user>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from typing import Any
+
+import polars as pl
+
+from workbench.cli import ArgumentParser, Verb, say
+from workbench.config import Config
+from workbench.events import DEVICE_TYPES
+from workbench.exceptions import ImportRejected
+from workbench.registry.keys import sas_token
+from workbench.registry.store import PROTOCOLS, Registry
+
+__all__ = ["actor", "register"]
+
+_MAX_ERRORS_SHOWN = 50
+
+
+def actor() -> str:
+    """Who the CLI acts as: the platform administrator, named by the OS user."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"admin:{user}"
+
+
+def _print_frame(frame: pl.DataFrame, as_json: bool, columns: list[str]) -> None:
+    if as_json:
+        rows = frame.select(columns).to_dicts()
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if frame.height == 0:
+        say("(none)")
+        return
+    cells = [columns] + [
+        ["-" if v is None else str(v) for v in row] for row in frame.select(columns).iter_rows()
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _print_record(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record, indent=2, default=str))
+    else:
+        for k, v in record.items():
+            print(f"{k:<12} {'-' if v is None else v}")
+
+
+# --- tenants and buildings ---------------------------------------------------------------
+
+
+def _tenants_add(config: Config, args: argparse.Namespace) -> int:
+    Registry(config).add_tenant(args.tenant_id, name=args.name, actor=actor())
+    say(f"tenant {args.tenant_id} added")
+    return 0
+
+
+def _tenants_list(config: Config, args: argparse.Namespace) -> int:
+    columns = ["tenant_id", "name", "created_at", "created_by"]
+    _print_frame(Registry(config).tenants(), args.json, columns)
+    return 0
+
+
+def _buildings_add(config: Config, args: argparse.Namespace) -> int:
+    Registry(config).add_building(
+        args.building_id, tenant=args.tenant, name=args.name, actor=actor()
+    )
+    say(f"building {args.building_id} added to tenant {args.tenant}")
+    return 0
+
+
+def _buildings_list(config: Config, args: argparse.Namespace) -> int:
+    columns = ["building_id", "tenant_id", "name", "created_at", "created_by"]
+    _print_frame(Registry(config).buildings(tenant=args.tenant), args.json, columns)
+    return 0
+
+
+# --- devices -----------------------------------------------------------------------------
+
+
+def _provision(config: Config, args: argparse.Namespace) -> int:
+    new = Registry(config).provision(
+        args.device_id,
+        building=args.building,
+        device_type=args.type,
+        floor=args.floor,
+        room=args.room,
+        protocol=args.protocol,
+        actor=actor(),
+    )
+    if args.json:
+        print(json.dumps(new.to_json(), indent=2))
+    else:
+        d = new.device
+        say(
+            f"device {d.device_id} provisioned in {d.building_id} ({d.tenant_id}), "
+            f"key version {d.key_version}; the key is shown only now:"
+        )
+        print(new.key)
+    return 0
+
+
+def _status_verb(method: str) -> Any:
+    def handler(config: Config, args: argparse.Namespace) -> int:
+        device = getattr(Registry(config), method)(args.device_id, actor=actor())
+        if args.json:
+            print(json.dumps(device.to_json(), indent=2))
+        else:
+            say(f"device {device.device_id} is {device.status}")
+        return 0
+
+    return handler
+
+
+def _rotate(config: Config, args: argparse.Namespace) -> int:
+    new = Registry(config).rotate_key(args.device_id, actor=actor())
+    if args.json:
+        print(json.dumps(new.to_json(), indent=2))
+    else:
+        say(
+            f"device {args.device_id}: new key version {new.device.key_version}; "
+            "the old key stops working within seconds. The key is shown only now:"
+        )
+        print(new.key)
+    return 0
+
+
+def _show(config: Config, args: argparse.Namespace) -> int:
+    _print_record(Registry(config).device(args.device_id).to_json(), args.json)
+    return 0
+
+
+def _list(config: Config, args: argparse.Namespace) -> int:
+    frame = Registry(config).devices(tenant=args.tenant, building=args.building, status=args.status)
+    columns = [
+        "device_id",
+        "tenant_id",
+        "building_id",
+        "floor",
+        "room",
+        "device_type",
+        "protocol",
+        "status",
+        "key_version",
+        "updated_at",
+        "updated_by",
+    ]
+    _print_frame(frame, args.json, columns)
+    return 0
+
+
+def _import(config: Config, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(
+                total=total, desc=stage, unit="rows", file=sys.stderr, disable=args.quiet
+            )
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    try:
+        result = Registry(config).import_csv(args.file, actor=actor(), progress=progress)
+    except ImportRejected as exc:
+        for bar in bars.values():
+            bar.close()
+        for line, message in exc.errors[:_MAX_ERRORS_SHOWN]:
+            say(f"{args.file}:{line}: {message}")
+        if len(exc.errors) > _MAX_ERRORS_SHOWN:
+            say(f"... and {len(exc.errors) - _MAX_ERRORS_SHOWN} more")
+        raise
+    if args.json:
+        print(json.dumps(result))
+    else:
+        say(
+            f"imported {result['rows']} rows in one commit: {result['inserted']} new, "
+            f"{result['updated']} updated"
+        )
+    return 0
+
+
+def _token(config: Config, args: argparse.Namespace) -> int:
+    print(sas_token(args.device_id, args.key, ttl_s=args.ttl))
+    return 0
+
+
+def register(verb: Verb) -> None:
+    """Add the ``tenants``, ``buildings`` and ``devices`` groups."""
+    # tenants
+    g = verb("tenants", None, "tenants: add and list")
+    sub = g.add_subparsers(dest="tenants_command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+    p = sub.add_parser("add", help="add a tenant")
+    p.add_argument("tenant_id", metavar="TENANT_ID")
+    p.add_argument("--name", help="display name (default: the id)")
+    p.set_defaults(handler=_tenants_add)
+    p = sub.add_parser("list", help="list tenants")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_tenants_list)
+
+    # buildings
+    g = verb("buildings", None, "buildings: add and list")
+    sub = g.add_subparsers(dest="buildings_command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+    p = sub.add_parser("add", help="add a building to a tenant")
+    p.add_argument("building_id", metavar="BUILDING_ID")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--name", help="display name (default: the id)")
+    p.set_defaults(handler=_buildings_add)
+    p = sub.add_parser("list", help="list buildings")
+    p.add_argument("--tenant", metavar="TENANT_ID", help="only this tenant's")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_buildings_list)
+
+    # devices
+    g = verb("devices", None, "devices: provision, de-provision, keys, bulk import, tokens")
+    sub = g.add_subparsers(dest="devices_command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+    p = sub.add_parser("provision", help="add a device and print its key (shown once)")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("--building", required=True, metavar="BUILDING_ID")
+    p.add_argument("--type", required=True, choices=DEVICE_TYPES)
+    p.add_argument("--floor", type=int)
+    p.add_argument("--room")
+    p.add_argument("--protocol", default="http", choices=PROTOCOLS, help="default: http")
+    p.add_argument("--json", action="store_true", help="print {device_id, key, ...} as JSON")
+    p.set_defaults(handler=_provision)
+    for name, method, text in (
+        ("deprovision", "deprovision", "de-provision a device for good (its key stops working)"),
+        ("disable", "disable", "stop accepting a device's events until enabled"),
+        ("enable", "enable", "accept a disabled device's events again"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("device_id", metavar="DEVICE_ID")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=_status_verb(method))
+    p = sub.add_parser("rotate-key", help="issue a new key (printed once); the old one stops")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("--json", action="store_true", help="print {device_id, key, ...} as JSON")
+    p.set_defaults(handler=_rotate)
+    p = sub.add_parser("show", help="one device's registry record")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_show)
+    p = sub.add_parser("list", help="list devices")
+    p.add_argument("--tenant", metavar="TENANT_ID")
+    p.add_argument("--building", metavar="BUILDING_ID")
+    p.add_argument("--status", choices=("provisioned", "disabled", "deprovisioned"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_list)
+    p = sub.add_parser(
+        "import",
+        help="add or update devices from CSV (device_id,building_id,device_type"
+        "[,floor,room,protocol]) in one commit; nothing is applied when a row is bad",
+    )
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_import)
+    p = sub.add_parser("token", help="print a SAS token for a device key")
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p.add_argument("--key", required=True, help="the device's base64 key")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (default 3600)")
+    p.set_defaults(handler=_token)
