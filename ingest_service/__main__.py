@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from workbench._process import hard_exit
 from workbench.config import Config, settings_help
 from workbench.exceptions import WorkbenchError
 from workbench.logs import configure_logging
@@ -36,6 +37,10 @@ SERVICES: dict[str, tuple[Callable[[Config], int], str]] = {
         _lazy("ingest_service.processor.main", "run_processor"),
         "event processor: Kafka topic -> Delta lake tables, exactly once",
     ),
+    "voila": (
+        _lazy("workbench.dashboards.server", "run_voila"),
+        "Voila dashboards with per-user login",
+    ),
 }
 
 
@@ -63,4 +68,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    hard_exit(main())

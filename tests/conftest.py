@@ -94,3 +94,18 @@ def kafka_config(broker_config: Config, tmp_path: Path) -> Config:
     )
     ensure_topic(config)
     return config
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without the interpreter teardown in which pyarrow's dataset threads can abort
+    the process (see workbench._process); pytest has written its report by now."""
+    from workbench._process import hard_exit
+
+    status = getattr(config, "_workbench_exitstatus", None)
+    if status is not None:
+        hard_exit(int(status))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._workbench_exitstatus = exitstatus  # type: ignore[attr-defined]

@@ -33,4 +33,4 @@ def test_ci_runs_make_test():
 
 def test_console_script_points_at_the_cli():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["workbench"] == "workbench.cli:main"
+    assert project["scripts"]["workbench"] == "workbench.cli:run"

@@ -6,5 +6,13 @@ config and, as the product grows, the reading API.
 
 from workbench.config import Config, load_config
 from workbench.exceptions import WorkbenchError
+from workbench.lake.read import building_metrics, building_state, telemetry
 
-__all__ = ["Config", "WorkbenchError", "load_config"]
+__all__ = [
+    "Config",
+    "WorkbenchError",
+    "building_metrics",
+    "building_state",
+    "load_config",
+    "telemetry",
+]

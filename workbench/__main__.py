@@ -1,7 +1,5 @@
 """``python -m workbench`` is the ``workbench`` command."""
 
-import sys
+from workbench.cli import run
 
-from workbench.cli import main
-
-sys.exit(main())
+run()

@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn, Protocol
 
+from workbench._process import hard_exit
 from workbench.config import Config, settings_help
 from workbench.exceptions import WorkbenchError
 
-__all__ = ["EXIT_USAGE", "VERB_MODULES", "ArgumentParser", "Handler", "Verb", "main", "say"]
+__all__ = ["EXIT_USAGE", "VERB_MODULES", "ArgumentParser", "Handler", "Verb", "main", "run", "say"]
 
 EXIT_USAGE = 2
 
@@ -26,8 +27,12 @@ EXIT_USAGE = 2
 VERB_MODULES: tuple[str, ...] = (
     "workbench.stack.cli",
     "workbench.registry.cli",
+    "workbench.tenancy.cli",
     "workbench.bench.cli",
-    "workbench.lake.cli", "workbench.query.cli")
+    "workbench.lake.cli",
+    "workbench.query.cli",
+    "workbench.dashboards.cli",
+)
 
 Handler = Callable[[Config, argparse.Namespace], int]
 
@@ -114,5 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
+def run() -> NoReturn:
+    """The console script: :func:`main`, then a hard exit (see :mod:`workbench._process`)."""
+    hard_exit(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -177,6 +177,25 @@ class Config:
         "WORKBENCH_SIM_SCENARIO", "normal", "simulator scenario(s), comma-separated"
     )
 
+    voila_session_hours: float = _setting(
+        "WORKBENCH_VOILA_SESSION_HOURS",
+        "12",
+        "hours a dashboard login (cookie and kernel identity) stays valid",
+        "float",
+    )
+    dashboard_refresh: float = _setting(
+        "WORKBENCH_DASHBOARD_REFRESH",
+        "5",
+        "seconds between a live dashboard's refreshes",
+        "float",
+    )
+    gateway_workers: int = _setting(
+        "WORKBENCH_GATEWAY_WORKERS",
+        "2",
+        "gateway worker processes sharing the HTTP and legacy ports (SO_REUSEPORT)",
+        "int",
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Build the config from ``environ`` (default: ``os.environ``).

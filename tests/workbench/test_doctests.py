@@ -7,7 +7,12 @@ import importlib
 
 import pytest
 
-MODULES = ["workbench.config", "workbench.events"]
+MODULES = [
+    "workbench.config",
+    "workbench.events",
+    "workbench.tenancy.principal",
+    "workbench.tenancy.passwords",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,13 +1,13 @@
 """``workbench tenants | buildings | devices``: the registry verbs of DESIGN.md §5.
 
-The CLI acts as the platform administrator; the actor recorded in every commit
-is ``admin:<OS user>``.
+The CLI acts as the platform administrator (``system:<OS user>``) unless
+``--as USER`` names a workbench user, whose scope then applies to every read and
+write; the acting user is recorded in every commit.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from typing import Any
@@ -20,19 +20,15 @@ from workbench.events import DEVICE_TYPES
 from workbench.exceptions import ImportRejected
 from workbench.registry.keys import sas_token
 from workbench.registry.store import PROTOCOLS, Registry
+from workbench.tenancy.cli import add_principal_option, resolve_principal
 
-__all__ = ["actor", "register"]
+__all__ = ["register"]
 
 _MAX_ERRORS_SHOWN = 50
 
 
-def actor() -> str:
-    """Who the CLI acts as: the platform administrator, named by the OS user."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"admin:{user}"
+def _registry(config: Config, args: argparse.Namespace) -> Registry:
+    return Registry(config, principal=resolve_principal(config, args))
 
 
 def _print_frame(frame: pl.DataFrame, as_json: bool, columns: list[str]) -> None:
@@ -63,28 +59,26 @@ def _print_record(record: dict[str, Any], as_json: bool) -> None:
 
 
 def _tenants_add(config: Config, args: argparse.Namespace) -> int:
-    Registry(config).add_tenant(args.tenant_id, name=args.name, actor=actor())
+    _registry(config, args).add_tenant(args.tenant_id, name=args.name)
     say(f"tenant {args.tenant_id} added")
     return 0
 
 
 def _tenants_list(config: Config, args: argparse.Namespace) -> int:
     columns = ["tenant_id", "name", "created_at", "created_by"]
-    _print_frame(Registry(config).tenants(), args.json, columns)
+    _print_frame(_registry(config, args).tenants(), args.json, columns)
     return 0
 
 
 def _buildings_add(config: Config, args: argparse.Namespace) -> int:
-    Registry(config).add_building(
-        args.building_id, tenant=args.tenant, name=args.name, actor=actor()
-    )
+    _registry(config, args).add_building(args.building_id, tenant=args.tenant, name=args.name)
     say(f"building {args.building_id} added to tenant {args.tenant}")
     return 0
 
 
 def _buildings_list(config: Config, args: argparse.Namespace) -> int:
     columns = ["building_id", "tenant_id", "name", "created_at", "created_by"]
-    _print_frame(Registry(config).buildings(tenant=args.tenant), args.json, columns)
+    _print_frame(_registry(config, args).buildings(tenant=args.tenant), args.json, columns)
     return 0
 
 
@@ -92,14 +86,13 @@ def _buildings_list(config: Config, args: argparse.Namespace) -> int:
 
 
 def _provision(config: Config, args: argparse.Namespace) -> int:
-    new = Registry(config).provision(
+    new = _registry(config, args).provision(
         args.device_id,
         building=args.building,
         device_type=args.type,
         floor=args.floor,
         room=args.room,
         protocol=args.protocol,
-        actor=actor(),
     )
     if args.json:
         print(json.dumps(new.to_json(), indent=2))
@@ -115,7 +108,7 @@ def _provision(config: Config, args: argparse.Namespace) -> int:
 
 def _status_verb(method: str) -> Any:
     def handler(config: Config, args: argparse.Namespace) -> int:
-        device = getattr(Registry(config), method)(args.device_id, actor=actor())
+        device = getattr(_registry(config, args), method)(args.device_id)
         if args.json:
             print(json.dumps(device.to_json(), indent=2))
         else:
@@ -126,7 +119,7 @@ def _status_verb(method: str) -> Any:
 
 
 def _rotate(config: Config, args: argparse.Namespace) -> int:
-    new = Registry(config).rotate_key(args.device_id, actor=actor())
+    new = _registry(config, args).rotate_key(args.device_id)
     if args.json:
         print(json.dumps(new.to_json(), indent=2))
     else:
@@ -139,12 +132,14 @@ def _rotate(config: Config, args: argparse.Namespace) -> int:
 
 
 def _show(config: Config, args: argparse.Namespace) -> int:
-    _print_record(Registry(config).device(args.device_id).to_json(), args.json)
+    _print_record(_registry(config, args).device(args.device_id).to_json(), args.json)
     return 0
 
 
 def _list(config: Config, args: argparse.Namespace) -> int:
-    frame = Registry(config).devices(tenant=args.tenant, building=args.building, status=args.status)
+    frame = _registry(config, args).devices(
+        tenant=args.tenant, building=args.building, status=args.status
+    )
     columns = [
         "device_id",
         "tenant_id",
@@ -178,7 +173,7 @@ def _import(config: Config, args: argparse.Namespace) -> int:
             bar.close()
 
     try:
-        result = Registry(config).import_csv(args.file, actor=actor(), progress=progress)
+        result = _registry(config, args).import_csv(args.file, progress=progress)
     except ImportRejected as exc:
         for bar in bars.values():
             bar.close()
@@ -206,7 +201,9 @@ def register(verb: Verb) -> None:
     """Add the ``tenants``, ``buildings`` and ``devices`` groups."""
     # tenants
     g = verb("tenants", None, "tenants: add and list")
-    sub = g.add_subparsers(dest="tenants_command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub = tenants = g.add_subparsers(
+        dest="tenants_command", metavar="COMMAND", parser_class=ArgumentParser
+    )
     sub.required = True
     p = sub.add_parser("add", help="add a tenant")
     p.add_argument("tenant_id", metavar="TENANT_ID")
@@ -218,7 +215,9 @@ def register(verb: Verb) -> None:
 
     # buildings
     g = verb("buildings", None, "buildings: add and list")
-    sub = g.add_subparsers(dest="buildings_command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub = buildings = g.add_subparsers(
+        dest="buildings_command", metavar="COMMAND", parser_class=ArgumentParser
+    )
     sub.required = True
     p = sub.add_parser("add", help="add a building to a tenant")
     p.add_argument("building_id", metavar="BUILDING_ID")
@@ -232,7 +231,9 @@ def register(verb: Verb) -> None:
 
     # devices
     g = verb("devices", None, "devices: provision, de-provision, keys, bulk import, tokens")
-    sub = g.add_subparsers(dest="devices_command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub = devices = g.add_subparsers(
+        dest="devices_command", metavar="COMMAND", parser_class=ArgumentParser
+    )
     sub.required = True
     p = sub.add_parser("provision", help="add a device and print its key (shown once)")
     p.add_argument("device_id", metavar="DEVICE_ID")
@@ -280,3 +281,8 @@ def register(verb: Verb) -> None:
     p.add_argument("--key", required=True, help="the device's base64 key")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (default 3600)")
     p.set_defaults(handler=_token)
+
+    for group in (tenants, buildings, devices):
+        for name, parser in group.choices.items():
+            if name != "token":  # token needs no registry access
+                add_principal_option(parser)

@@ -27,6 +27,7 @@ import pyarrow as pa
 from workbench.config import Config
 from workbench.events import DEVICE_TYPES
 from workbench.exceptions import (
+    AccessDenied,
     AlreadyExists,
     ImportRejected,
     InvalidInput,
@@ -35,6 +36,7 @@ from workbench.exceptions import (
     RegistryBusy,
 )
 from workbench.registry.keys import derive_device_key, load_master_key
+from workbench.tenancy.principal import Principal
 
 __all__ = [
     "DEVICE_STATUSES",
@@ -147,16 +149,24 @@ class Registry:
 
     >>> import tempfile
     >>> cfg = Config.from_env({"WORKBENCH_HOME": tempfile.mkdtemp()})
-    >>> reg = Registry(cfg)
-    >>> reg.add_tenant("t-acme", name="Acme", actor="admin")
-    >>> reg.add_building("b-1", tenant="t-acme", actor="admin")
-    >>> new = reg.provision("dev-1", building="b-1", device_type="environment", actor="admin")
+    >>> reg = Registry(cfg, principal=Principal.system("admin"))
+    >>> reg.add_tenant("t-acme", name="Acme")
+    >>> reg.add_building("b-1", tenant="t-acme")
+    >>> new = reg.provision("dev-1", building="b-1", device_type="environment")
     >>> new.device.status, new.device.tenant_id, len(new.key) == 44
     ('provisioned', 't-acme', True)
+    >>> viewer = Principal("rita", "viewer", "t-other", frozenset({"b-9"}))
+    >>> Registry(cfg, principal=viewer).devices().height  # another tenant's devices: none
+    0
+
+    Every read is filtered to what ``principal`` may see (DESIGN.md §8), and every
+    write checks that ``principal`` may make it; the principal's name is the actor
+    recorded in the rows and in the Delta commit.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, principal: Principal) -> None:
         self.config = config
+        self.principal = principal
         self.root = _join(config.lake, "registry")
 
     # --- paths and reads -----------------------------------------------------------------
@@ -192,7 +202,19 @@ class Registry:
             return None
 
     def frame(self, name: str, schema: pa.Schema | None = None) -> pl.DataFrame:
-        """A registry table as a DataFrame (empty, with ``schema``, when it does not exist)."""
+        """A whole registry table, unscoped (empty, with ``schema``, when it does not exist).
+
+        For services and admin tooling: only an admin principal may call it.
+        """
+        if not self.principal.is_admin:
+            raise AccessDenied(
+                f"not authorized: {self.principal.user} ({self.principal.role}) may not read "
+                f"the whole {name} table",
+                hint="use tenants(), buildings() or devices(), which are scoped",
+            )
+        return self._frame(name, schema)
+
+    def _frame(self, name: str, schema: pa.Schema | None = None) -> pl.DataFrame:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
@@ -205,12 +227,15 @@ class Registry:
         return frame.sort(_KEYS[name]) if name in _KEYS else frame
 
     def tenants(self) -> pl.DataFrame:
-        """All tenants."""
-        return self.frame("tenants")
+        """The tenants in scope (all for admins, their own for everyone else)."""
+        frame = self._frame("tenants")
+        if self.principal.is_admin:
+            return frame
+        return frame.filter(pl.col("tenant_id") == self.principal.tenant_id)
 
     def buildings(self, *, tenant: str | None = None) -> pl.DataFrame:
-        """All buildings, or one tenant's."""
-        frame = self.frame("buildings")
+        """The buildings in scope, or those of one tenant."""
+        frame = self._frame("buildings").filter(self.principal.scope_filter())
         return frame if tenant is None else frame.filter(pl.col("tenant_id") == tenant)
 
     def devices(
@@ -220,8 +245,8 @@ class Registry:
         building: str | None = None,
         status: str | None = None,
     ) -> pl.DataFrame:
-        """Devices, optionally filtered by tenant, building and status."""
-        frame = self.frame("devices")
+        """Devices in scope, optionally filtered by tenant, building and status."""
+        frame = self._frame("devices").filter(self.principal.scope_filter())
         for column, value in (("tenant_id", tenant), ("building_id", building), ("status", status)):
             if value is not None:
                 frame = frame.filter(pl.col(column) == value)
@@ -229,8 +254,8 @@ class Registry:
 
     def device(self, device_id: str) -> Device:
         """One device, or raise NotFound."""
-        rows = self.frame("devices").filter(pl.col("device_id") == device_id)
-        if rows.height == 0:
+        rows = self.devices().filter(pl.col("device_id") == device_id)
+        if rows.height == 0:  # out of scope looks the same as absent: ids are not probed
             raise NotFound(
                 f"device {device_id!r} is not in the registry",
                 hint="see 'workbench devices list'",
@@ -238,14 +263,18 @@ class Registry:
         return Device(**rows.row(0, named=True))
 
     def device_key(self, device_id: str) -> str:
-        """The current key of ``device_id`` (re-derived from the master secret; admin only)."""
+        """The current key of ``device_id`` (re-derived from the master secret; the tenant's
+        operators and admins only)."""
         device = self.device(device_id)
+        self.principal.require("provision", tenant_id=device.tenant_id)
         return derive_device_key(load_master_key(self.config), device_id, device.key_version)
 
     # --- tenants and buildings -----------------------------------------------------------
 
-    def add_tenant(self, tenant_id: str, *, name: str | None = None, actor: str) -> None:
-        """Add a tenant; AlreadyExists when it is there."""
+    def add_tenant(self, tenant_id: str, *, name: str | None = None) -> None:
+        """Add a tenant (admins only); AlreadyExists when it is there."""
+        self.principal.require("manage_tenants")
+        actor = self.principal.user
         valid_id(tenant_id, "tenant id")
         row = {"tenant_id": [tenant_id], "name": [name or tenant_id], **_audit(actor, 1)}
         inserted = self.merge(
@@ -259,11 +288,11 @@ class Registry:
         if not inserted:
             raise AlreadyExists(f"tenant {tenant_id!r} already exists", hint="choose another id")
 
-    def add_building(
-        self, building_id: str, *, tenant: str, name: str | None = None, actor: str
-    ) -> None:
-        """Add a building of an existing tenant."""
+    def add_building(self, building_id: str, *, tenant: str, name: str | None = None) -> None:
+        """Add a building of an existing tenant (its operators and admins)."""
         valid_id(building_id, "building id")
+        self.principal.require("provision", tenant_id=tenant)
+        actor = self.principal.user
         if self.tenants().filter(pl.col("tenant_id") == tenant).height == 0:
             raise NotFound(
                 f"tenant {tenant!r} does not exist", hint=f"add it: workbench tenants add {tenant}"
@@ -307,7 +336,6 @@ class Registry:
         floor: int | None = None,
         room: str | None = None,
         protocol: str = "http",
-        actor: str,
     ) -> ProvisionedDevice:
         """Add a device (or re-provision a de-provisioned one with a new key version).
 
@@ -317,6 +345,8 @@ class Registry:
         _check_choice(device_type, DEVICE_TYPES, "device type")
         _check_choice(protocol, PROTOCOLS, "protocol")
         tenant = self._building_tenant(building)
+        self.principal.require("provision", tenant_id=tenant)
+        actor = self.principal.user
         row = {
             "device_id": [device_id],
             "tenant_id": [tenant],
@@ -358,42 +388,38 @@ class Registry:
             device, derive_device_key(master, device.device_id, device.key_version)
         )
 
-    def deprovision(self, device_id: str, *, actor: str) -> Device:
+    def deprovision(self, device_id: str) -> Device:
         """De-provision a device for good (its key stops working; re-provisioning issues a new
         one)."""
-        return self._set_status(device_id, "deprovisioned", ("provisioned", "disabled"), actor)
+        return self._set_status(device_id, "deprovisioned", ("provisioned", "disabled"))
 
-    def disable(self, device_id: str, *, actor: str) -> Device:
+    def disable(self, device_id: str) -> Device:
         """Stop accepting a device's events until it is enabled again."""
-        return self._set_status(device_id, "disabled", ("provisioned",), actor)
+        return self._set_status(device_id, "disabled", ("provisioned",))
 
-    def enable(self, device_id: str, *, actor: str) -> Device:
+    def enable(self, device_id: str) -> Device:
         """Accept a disabled device's events again."""
-        return self._set_status(device_id, "provisioned", ("disabled",), actor)
+        return self._set_status(device_id, "provisioned", ("disabled",))
 
-    def rotate_key(self, device_id: str, *, actor: str) -> ProvisionedDevice:
+    def rotate_key(self, device_id: str) -> ProvisionedDevice:
         """Issue a new key (the old one stops working at the gateway within seconds)."""
         changed = self._update(
             device_id,
             "t.status != 'deprovisioned'",
             {"key_version": "t.key_version + 1"},
-            actor=actor,
             operation="rotate_key",
         )
         if not changed:
             self._explain(device_id, "rotate the key of", ("provisioned", "disabled"))
         return self._with_key(self.device(device_id))
 
-    def _set_status(
-        self, device_id: str, status: str, allowed: tuple[str, ...], actor: str
-    ) -> Device:
+    def _set_status(self, device_id: str, status: str, allowed: tuple[str, ...]) -> Device:
         verb = {"deprovisioned": "deprovision", "disabled": "disable"}.get(status, "enable")
         condition = " OR ".join(f"t.status = '{s}'" for s in allowed)
         changed = self._update(
             device_id,
             f"({condition})",
             {"status": f"'{status}'"},
-            actor=actor,
             operation=verb,
         )
         if not changed:
@@ -415,8 +441,12 @@ class Registry:
         )
 
     def _update(
-        self, device_id: str, condition: str, values: dict[str, str], *, actor: str, operation: str
+        self, device_id: str, condition: str, values: dict[str, str], *, operation: str
     ) -> bool:
+        """Update one device in scope; raises NotFound/AccessDenied before writing."""
+        device = self.device(device_id)
+        self.principal.require("provision", tenant_id=device.tenant_id)
+        actor = self.principal.user
         source = pa.table(
             {"device_id": [device_id], "updated_by": [actor], "updated_at": [_now()]},
             schema=pa.schema(
@@ -439,9 +469,7 @@ class Registry:
 
     # --- bulk import -----------------------------------------------------------------------
 
-    def import_csv(
-        self, path: str | Path, *, actor: str, progress: ProgressFn | None = None
-    ) -> dict[str, int]:
+    def import_csv(self, path: str | Path, *, progress: ProgressFn | None = None) -> dict[str, int]:
         """Add or update devices from a CSV file in one commit.
 
         Columns: ``device_id, building_id, device_type`` and optionally ``floor, room,
@@ -450,6 +478,8 @@ class Registry:
         re-import is idempotent. Every bad row is reported with its line number and then
         nothing is applied. Returns ``{"rows", "inserted", "updated"}``.
         """
+        self.principal.require("provision", tenant_id=self.principal.tenant_id)
+        actor = self.principal.user
         report = progress or (lambda stage, done, total: None)
         try:
             raw = pl.read_csv(path, infer_schema=False, empty_string_is_null=False)

@@ -36,7 +36,7 @@ def test_registry_verbs_end_to_end(tmp_path: Path):
     assert token.stdout.startswith("SharedAccessSignature sr=dev-1&se=")
     assert run_cli(env, "devices", "disable", "dev-1").returncode == 0
     shown = json.loads(run_cli(env, "devices", "show", "dev-1", "--json").stdout)
-    assert shown["status"] == "disabled" and shown["updated_by"].startswith("admin:")
+    assert shown["status"] == "disabled" and shown["updated_by"].startswith("system:")
     csv = tmp_path / "fleet.csv"
     csv.write_text("device_id,building_id,device_type\nd-1,b-1,environment\nd-2,b-9,smoke\n")
     bad = run_cli(env, "devices", "import", str(csv))

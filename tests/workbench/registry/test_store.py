@@ -18,6 +18,12 @@ from workbench.config import Config
 from workbench.exceptions import AlreadyExists, ImportRejected, InvalidInput, InvalidState, NotFound
 from workbench.registry import Registry
 from workbench.registry.keys import master_key_path
+from workbench.tenancy import Principal
+
+
+def as_(config: Config, who: str) -> Registry:
+    """The registry as the platform admin named ``who`` (the actor in the audit trail)."""
+    return Registry(config, principal=Principal.system(who))
 
 
 @pytest.fixture
@@ -27,29 +33,33 @@ def config(tmp_path: Path) -> Config:
 
 @pytest.fixture
 def registry(config: Config) -> Registry:
-    reg = Registry(config)
-    reg.add_tenant("t-1", name="Acme", actor="alice")
-    reg.add_building("b-1", tenant="t-1", actor="alice")
+    reg = as_(config, "alice")
+    as_(reg.config, "alice").add_tenant("t-1", name="Acme")
+    as_(reg.config, "alice").add_building("b-1", tenant="t-1")
     return reg
 
 
 def test_device_life_cycle_and_audit_trail(registry: Registry, config: Config):
-    new = registry.provision("dev-1", building="b-1", device_type="smoke", floor=2, actor="bob")
+    new = as_(registry.config, "bob").provision(
+        "dev-1", building="b-1", device_type="smoke", floor=2
+    )
     assert len(base64.b64decode(new.key)) == 32
     assert new.device.tenant_id == "t-1" and new.device.floor == 2
     assert registry.device_key("dev-1") == new.key  # derivable by the admin only
     with pytest.raises(AlreadyExists):
-        registry.provision("dev-1", building="b-1", device_type="smoke", actor="bob")
-    assert registry.disable("dev-1", actor="carol").status == "disabled"
-    assert registry.disable("dev-1", actor="carol").status == "disabled"  # idempotent
-    assert registry.enable("dev-1", actor="carol").status == "provisioned"
-    rotated = registry.rotate_key("dev-1", actor="dave")
+        as_(registry.config, "bob").provision("dev-1", building="b-1", device_type="smoke")
+    assert as_(registry.config, "carol").disable("dev-1").status == "disabled"
+    assert as_(registry.config, "carol").disable("dev-1").status == "disabled"  # idempotent
+    assert as_(registry.config, "carol").enable("dev-1").status == "provisioned"
+    rotated = as_(registry.config, "dave").rotate_key("dev-1")
     assert rotated.device.key_version == 2 and rotated.key != new.key
-    gone = registry.deprovision("dev-1", actor="erin")
+    gone = as_(registry.config, "erin").deprovision("dev-1")
     assert gone.status == "deprovisioned" and gone.updated_by == "erin"
     with pytest.raises(InvalidState, match="deprovisioned"):
-        registry.enable("dev-1", actor="erin")
-    again = registry.provision("dev-1", building="b-1", device_type="environment", actor="bob")
+        as_(registry.config, "erin").enable("dev-1")
+    again = as_(registry.config, "bob").provision(
+        "dev-1", building="b-1", device_type="environment"
+    )
     assert again.device.key_version == 3 and again.key not in (new.key, rotated.key)
 
     history = DeltaTable(registry.table_uri("devices")).history()
@@ -74,15 +84,15 @@ def test_device_life_cycle_and_audit_trail(registry: Registry, config: Config):
 
 def test_errors_name_what_is_missing(registry: Registry):
     with pytest.raises(NotFound, match="building 'b-9'"):
-        registry.provision("dev-1", building="b-9", device_type="smoke", actor="a")
+        as_(registry.config, "a").provision("dev-1", building="b-9", device_type="smoke")
     with pytest.raises(InvalidInput, match="device type"):
-        registry.provision("dev-1", building="b-1", device_type="toaster", actor="a")
+        as_(registry.config, "a").provision("dev-1", building="b-1", device_type="toaster")
     with pytest.raises(InvalidInput, match="device id"):
-        registry.provision("dev|1", building="b-1", device_type="smoke", actor="a")
+        as_(registry.config, "a").provision("dev|1", building="b-1", device_type="smoke")
     with pytest.raises(NotFound):
-        registry.disable("nope", actor="a")
+        as_(registry.config, "a").disable("nope")
     with pytest.raises(NotFound, match="tenant"):
-        registry.add_building("b-2", tenant="t-9", actor="a")
+        as_(registry.config, "a").add_building("b-2", tenant="t-9")
 
 
 def _csv(path: Path, rows: list[str]) -> Path:
@@ -101,7 +111,7 @@ def test_import_is_all_or_nothing_with_line_numbers(registry: Registry, tmp_path
         ],
     )
     with pytest.raises(ImportRejected) as err:
-        registry.import_csv(bad, actor="a")
+        as_(registry.config, "a").import_csv(bad)
     lines = {(line, msg.split(" ")[0]) for line, msg in err.value.errors}
     assert (3, "unknown") in lines
     assert (4, "device_type") in lines and (4, "floor") in lines
@@ -121,11 +131,13 @@ def test_import_100k_is_one_commit_and_idempotent(registry: Registry, tmp_path: 
         }
     ).write_csv(path)
     seen: list[tuple[str, int, int]] = []
-    result = registry.import_csv(path, actor="a", progress=lambda s, d, t: seen.append((s, d, t)))
+    result = as_(registry.config, "a").import_csv(
+        path, progress=lambda s, d, t: seen.append((s, d, t))
+    )
     assert result == {"rows": n, "inserted": n, "updated": 0}
     assert ("writing", n, n) in seen and ("validating", n, n) in seen
     before = registry.version("devices")
-    again = registry.import_csv(path, actor="a")
+    again = as_(registry.config, "a").import_csv(path)
     assert again == {"rows": n, "inserted": 0, "updated": n}
     assert registry.version("devices") == (before or 0) + 1
     devices = registry.devices()
@@ -138,16 +150,17 @@ _WRITER = textwrap.dedent(
     from workbench.config import Config
     from workbench.registry import Registry
     home, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    reg = Registry(Config.from_env({"WORKBENCH_HOME": home}))
+    from workbench.tenancy import Principal
+    reg = Registry(Config.from_env({"WORKBENCH_HOME": home}), principal=Principal.system(who))
     for i in range(n):
-        reg.provision(f"{who}-{i}", building="b-1", device_type="smoke", actor=who)
-        reg.rotate_key("shared", actor=who)
+        reg.provision(f"{who}-{i}", building="b-1", device_type="smoke")
+        reg.rotate_key("shared")
     """
 )
 
 
 def test_two_processes_writing_at_once_lose_no_update(registry: Registry, config: Config):
-    registry.provision("shared", building="b-1", device_type="smoke", actor="a")
+    as_(registry.config, "a").provision("shared", building="b-1", device_type="smoke")
     n = 8
     procs = [
         subprocess.Popen([sys.executable, "-c", _WRITER, str(config.home), who, str(n)])
