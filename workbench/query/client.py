@@ -1,0 +1,92 @@
+"""Connecting to the HiveServer2 endpoint with pyhive, and the local admin secret.
+
+Without ``--as``, the ``workbench`` CLI on the server acts as the platform
+admin: it reads ``$WORKBENCH_HOME/secrets/hive-admin.secret`` (mode 0600, made
+by whichever of the server or the CLI needs it first) and logs in as user
+``admin`` with it. Only someone who can read that home can do so, which is the
+same trust the CLI's registry commands already rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from workbench.config import Config
+from workbench.exceptions import QueryUnavailable
+
+__all__ = [
+    "ADMIN_USER",
+    "admin_secret_path",
+    "check_admin_secret",
+    "connect",
+    "ensure_admin_secret",
+]
+
+ADMIN_USER = "admin"
+
+
+def admin_secret_path(config: Config) -> Path:
+    """``$WORKBENCH_HOME/secrets/hive-admin.secret``."""
+    return config.home / "secrets" / "hive-admin.secret"
+
+
+def ensure_admin_secret(config: Config) -> str:
+    """The local admin secret, created (0600, 32 random bytes) when missing."""
+    path = admin_secret_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def check_admin_secret(config: Config, user: str, password: str) -> bool:
+    """Whether ``user``/``password`` is the local admin login (constant-time)."""
+    if user != ADMIN_USER:
+        return False
+    try:
+        secret = admin_secret_path(config).read_text().strip()
+    except OSError:
+        return False
+    return bool(secret) and hmac.compare_digest(secret.encode(), password.encode())
+
+
+def connect(
+    config: Config,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> Any:
+    """A pyhive connection to the endpoint (SASL PLAIN); without ``user`` the local admin.
+
+    Raises :class:`QueryUnavailable` when nothing answers or the login is refused.
+    """
+    from pyhive import hive
+
+    if user is None:
+        user, password = ADMIN_USER, ensure_admin_secret(config)
+    host = host or config.host
+    port = port or config.hive_port
+    try:
+        return hive.connect(
+            host=host, port=port, username=user, password=password or "", auth="CUSTOM"
+        )
+    except Exception as exc:
+        text = str(exc)
+        if "Bad status: 3" in text or "invalid user" in text.lower():
+            raise QueryUnavailable(
+                f"HiveServer2 at {host}:{port} refused the login of {user!r}",
+                hint="check the user name and password (WORKBENCH_PASSWORD)",
+            ) from None
+        raise QueryUnavailable(
+            f"HiveServer2 at {host}:{port} is not reachable ({type(exc).__name__}: {text})",
+            hint="start it with 'workbench up' or check WORKBENCH_HIVE_PORT",
+        ) from None
