@@ -14,6 +14,7 @@ from workbench.config import Config
 from workbench.exceptions import WorkbenchError
 from workbench.stack import supervisor
 from workbench.stack.base import UpOptions, registered
+from workbench.stack.demo import DemoLogin, demo_logins_path, seed_demo
 
 __all__ = ["EXIT_NOT_RUNNING", "EXIT_UNHEALTHY", "register"]
 
@@ -28,9 +29,34 @@ def _cmd_up(config: Config, args: argparse.Namespace) -> int:
         scenario=args.scenario,
         skip=frozenset({"simulator"} if args.no_simulator else ()),
     )
+    logins, created = seed_demo(config, devices=options.devices or config.simulator_devices)
     statuses = supervisor.up(config, options, report=say)
     _print_status_table(statuses)
+    _print_welcome(config, logins, created)
     return 0 if statuses and all(s.healthy for s in statuses) else EXIT_UNHEALTHY
+
+
+def _print_welcome(config: Config, logins: Sequence[DemoLogin], created: bool) -> None:
+    """Where to go and how to log in (passwords only the first time they exist)."""
+    h = config.host
+    print()
+    print(f"  dashboards (Voila)   http://{h}:{config.voila_port}/")
+    print(f"  gateway (devices)    http://{h}:{config.gateway_port}/v1/telemetry")
+    print(f"  legacy devices       tcp://{h}:{config.legacy_port}")
+    print(f"  HiveServer2          jdbc:hive2://{h}:{config.hive_port}/default  (pyhive, beeline)")
+    print(f"  JupyterLab           make lab  ->  http://{h}:{config.lab_port}/")
+    print()
+    path = demo_logins_path(config)
+    if created:
+        print("  demo logins (shown once; also in " + str(path) + ", mode 0600):")
+    else:
+        print(f"  demo logins: see {path}")
+    for login in logins:
+        scope = login.tenant_id or "all tenants"
+        if login.buildings:
+            scope += " / " + ",".join(login.buildings)
+        shown = login.password if created and login.password else "********"
+        print(f"    {login.user:<12} {login.role:<9} {scope:<28} {shown}")
 
 
 def _cmd_down(config: Config, args: argparse.Namespace) -> int:
