@@ -11,7 +11,12 @@ from workbench.cli import ArgumentParser, Verb
 __all__ = ["BENCH_MODULES", "register"]
 
 # Modules that call workbench.bench.add_bench(...) when imported; append yours.
-BENCH_MODULES: tuple[str, ...] = ("ingest_service.gateway.bench", "workbench.query.bench")
+BENCH_MODULES: tuple[str, ...] = (
+    "ingest_service.gateway.bench",
+    "workbench.query.bench",
+    "simulator.bench",
+    "ingest_service.processor.bench",
+)
 
 
 def register(verb: Verb) -> None:

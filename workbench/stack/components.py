@@ -191,6 +191,24 @@ register(
 )
 
 
+def _voila_command(config: Config, options: UpOptions) -> list[str]:
+    return [sys.executable, "-m", "ingest_service", "voila"]
+
+
+register(
+    Component(
+        name="voila",
+        command=_voila_command,
+        address=lambda cfg: f"http://{cfg.host}:{cfg.voila_port}/ (dashboards, login required)",
+        ports=lambda cfg: [Port(cfg.host, cfg.voila_port, "WORKBENCH_VOILA_PORT")],
+        health=http_health("/login", port=lambda cfg: cfg.voila_port),
+    )
+)
+
+
+# --- simulator: keep this block LAST (it sends through the gateway into everything above) ---
+
+
 def _simulator_status_path(config: Config) -> Path:
     return config.run_dir / "simulator.status.json"
 
@@ -211,6 +229,8 @@ def _simulator_command(config: Config, options: UpOptions) -> list[str]:
         options.scenario or config.simulator_scenario,
         "--status",
         str(_simulator_status_path(config)),
+        "--progress",
+        "10",
     ]
 
 

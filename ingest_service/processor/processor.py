@@ -1,0 +1,329 @@
+"""The processor's heart: one batch of Kafka records in, lake commits out, exactly once.
+
+:meth:`Processor.process` is the commit protocol; :meth:`Processor.assign`
+is where a processor takes over partitions (on start and on every rebalance)
+and repairs what a crash may have left half-done. Kafka plumbing lives in
+:mod:`ingest_service.processor.consumer`, Delta plumbing in
+:mod:`ingest_service.processor.sink`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Iterable
+
+import polars as pl
+
+from ingest_service.processor import sink
+from ingest_service.processor.decode import Limits, RecordBatch, decode
+from ingest_service.processor.dedup import SeenIndex
+from ingest_service.processor.sink import Offsets
+from ingest_service.processor.windows import (
+    Clock,
+    SystemClock,
+    TumblingWindows,
+    mark_late,
+    minute_partials,
+    rolling_state,
+)
+from workbench.config import Config
+from workbench.lake.tables import BUILDING_METRICS_1M, TELEMETRY, ensure_tables, open_table
+
+__all__ = ["BatchResult", "Processor"]
+
+logger = logging.getLogger(__name__)
+
+_UTC_US = pl.Datetime("us", "UTC")
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """What one batch did (counted for logs, the heartbeat and the bench)."""
+
+    records: int = 0
+    stored: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    late: int = 0
+    buildings: int = 0
+
+
+class Processor:
+    """Turns batches of records of the partitions it owns into lake commits."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        windows: TumblingWindows | None = None,
+    ) -> None:
+        self.config = config
+        self.group = config.processor_group
+        self.clock = clock or SystemClock()
+        self.windows = windows or TumblingWindows(grace_s=config.late_grace)
+        self.limits = Limits(max_future_s=config.processor_max_future)
+        self.index = SeenIndex()
+        self.offsets: dict[int, Offsets] = {}
+        self.watermarks: dict[int, dt.datetime] = {}
+        ensure_tables(config)
+
+    # --- taking over partitions ----------------------------------------------------------
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Take over ``partitions`` (those not owned already); afterwards ``offsets[p].telemetry``
+        is the last offset stored, so reading resumes one after it.
+
+        1. read each table's last committed offset per partition (app transactions);
+        2. rebuild the dedup index and event-time watermarks from recent ``telemetry``;
+        3. if ``building_metrics_1m`` lags ``telemetry`` (a crash between the two
+           commits), add the missing rows, read back from ``telemetry``;
+        4. recompute ``building_state`` from the metrics (a crash may have skipped it).
+        """
+        new = sorted(set(partitions) - set(self.offsets))
+        if not new:
+            return
+        # Step 1
+        offsets = sink.committed_offsets(self.config, self.group, new)
+        self.offsets.update(offsets)
+        # Step 2
+        recent = self._recent_telemetry(new)
+        if len(recent):
+            self.index.add(recent)
+            ends = recent.group_by("source_partition").agg(pl.col("ts").max())
+            self.watermarks.update(zip(ends["source_partition"], ends["ts"], strict=True))
+        # Step 3
+        lagging = {p: o for p, o in offsets.items() if o.metrics < o.telemetry}
+        if lagging:
+            self._repair_metrics(lagging)
+        # Step 4
+        self.refresh_state(buildings=None)
+        logger.info(
+            "assigned partitions %s, resuming after offsets %s (dedup index: %d events)",
+            new,
+            {p: o.telemetry for p, o in offsets.items()},
+            len(self.index),
+        )
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Forget ``partitions`` (their new owner rebuilds from the lake)."""
+        gone = set(partitions)
+        if not gone:
+            return
+        for p in gone:
+            self.offsets.pop(p, None)
+            self.watermarks.pop(p, None)
+        self.index.forget_partitions(gone)
+
+    def _scan_telemetry(self) -> pl.LazyFrame | None:
+        table = open_table(self.config, TELEMETRY)
+        return None if table is None else pl.scan_delta(table)
+
+    def _recent_telemetry(self, partitions: list[int]) -> pl.DataFrame:
+        cutoff = self.clock.now() - dt.timedelta(seconds=self.config.dedup_window)
+        scan = self._scan_telemetry()
+        if scan is None:
+            return pl.DataFrame()
+        return (
+            scan.filter(
+                pl.col("source_partition").is_in(partitions)
+                & (pl.col("ingested_at") >= pl.lit(cutoff, _UTC_US))
+            )
+            .select(
+                "source_partition",
+                "source_offset",
+                "device_id",
+                "seq",
+                "ts",
+                "late",
+                "ingested_at",
+                window_start=self.windows.start(pl.col("ts")),
+            )
+            .collect()
+        )
+
+    def _repair_metrics(self, lagging: dict[int, Offsets]) -> None:
+        scan = self._scan_telemetry()
+        assert scan is not None
+        bounds = pl.DataFrame(
+            {
+                "source_partition": pl.Series(list(lagging), dtype=pl.Int32),
+                "_lo": [o.metrics for o in lagging.values()],
+                "_hi": [o.telemetry for o in lagging.values()],
+            }
+        )
+        rows = (
+            scan.filter(pl.col("source_partition").is_in(list(lagging)))
+            .join(bounds.lazy(), on="source_partition")
+            .filter(
+                (pl.col("source_offset") > pl.col("_lo"))
+                & (pl.col("source_offset") <= pl.col("_hi"))
+            )
+            .drop("_lo", "_hi")
+            .with_columns(window_start=self.windows.start(pl.col("ts")))
+            .sort("source_partition", "source_offset")
+            .collect()
+        )
+        before = self.index.upto({p: o.metrics for p, o in lagging.items()})
+        rows = rows.with_columns(before.new_device_mask(rows))
+        partials = minute_partials(rows.filter(~pl.col("late")))
+        target = {p: o.telemetry for p, o in lagging.items()}
+        logger.warning(
+            "building_metrics_1m lagged telemetry on partitions %s: adding %d events back",
+            sorted(lagging),
+            len(rows),
+        )
+        sink.merge_metrics(self.config, self.group, partials, target, now=self.clock.now())
+        for p, o in lagging.items():
+            self.offsets[p] = dataclasses.replace(o, metrics=o.telemetry)
+
+    # --- the commit protocol ---------------------------------------------------------------
+
+    def process(self, batch: RecordBatch) -> BatchResult:
+        """Store one polled batch exactly once (step 1, polling it, is the caller's).
+
+        2. decode and validate, vectorized: accepted rows and rejected rows;
+        3. move duplicates of ``(device_id, seq)`` — within the batch or in the
+           dedup index — to the rejected rows; mark late events and each device's
+           first event in each window;
+        4. commit the rejected rows to ``telemetry_rejected``, then the accepted
+           rows to ``telemetry``, each in one Delta commit carrying the batch's
+           last offset per partition as app transactions (the telemetry commit
+           is the point of no return: a restart resumes after it);
+        5. merge the on-time rows' building-minute sums and counts into
+           ``building_metrics_1m`` (same app transactions), then recompute
+           ``building_state`` for the buildings touched;
+        6. remember what was stored (index, watermarks, offsets); the caller then
+           commits the Kafka offsets, for lag monitoring only.
+
+        A crash between the telemetry and metrics commits is repaired by
+        :meth:`assign` from ``telemetry``; a crash before the telemetry commit
+        replays the batch, skipping rejected rows already committed.
+        """
+        result = BatchResult(records=len(batch))
+        if not len(batch):
+            return result
+        now = self.clock.now()
+        # Step 2
+        accepted, rejected = decode(batch, now=now, limits=self.limits)
+        # Step 3
+        accepted = accepted.sort("source_partition", "source_offset")
+        duplicate = self.index.duplicate_mask(accepted)
+        dups = accepted.filter(duplicate)
+        accepted = accepted.filter(~duplicate)
+        accepted, watermarks = mark_late(accepted, self.watermarks, self.windows)
+        accepted = accepted.with_columns(self.index.new_device_mask(accepted))
+        if len(dups):
+            rejected = pl.concat([rejected, self._duplicates(dups, batch)], how="vertical_relaxed")
+        ends = (
+            pl.DataFrame({"p": batch.partitions, "o": batch.offsets})
+            .group_by("p")
+            .agg(pl.col("o").max())
+        )
+        last: dict[int, int] = dict(zip(ends["p"].to_list(), ends["o"].to_list(), strict=True))
+        # Step 4
+        rejected = self._not_yet_rejected(rejected)
+        if len(rejected):
+            sink.write_rejected(
+                self.config,
+                self.group,
+                rejected.with_columns(
+                    source_topic=pl.lit(self.config.topic),
+                    rejected_at=pl.lit(now, _UTC_US),
+                    rejected_date=pl.lit(now.date(), pl.Date),
+                ),
+                last,
+            )
+        stored = accepted.with_columns(
+            ingested_at=pl.lit(now, _UTC_US), event_date=pl.col("ts").dt.date()
+        )
+        sink.write_telemetry(self.config, self.group, stored, last)
+        # Step 5
+        on_time = stored.filter(~pl.col("late"))
+        if len(on_time):
+            partials = minute_partials(on_time)
+            sink.merge_metrics(self.config, self.group, partials, last, now=now)
+            earliest = partials["window_start"].min()
+            assert isinstance(earliest, dt.datetime)
+            self.refresh_state(buildings=partials["building_id"].unique().to_list(), since=earliest)
+            result.buildings = partials["building_id"].n_unique()
+        # Step 6
+        self.index.add(stored)
+        self.watermarks = watermarks
+        for p, o in last.items():
+            old = self.offsets.get(p, Offsets(-1, -1, -1))
+            self.offsets[p] = Offsets(
+                telemetry=o,
+                rejected=max(o, old.rejected),
+                metrics=o if len(on_time) else old.metrics,
+            )
+        result.stored = len(stored)
+        result.rejected = len(rejected)
+        result.duplicates = len(dups)
+        result.late = len(stored) - len(on_time)
+        return result
+
+    @staticmethod
+    def _duplicates(dups: pl.DataFrame, batch: RecordBatch) -> pl.DataFrame:
+        """Duplicate rows in the rejected table's shape, with their raw payload."""
+        where = pl.DataFrame(
+            {
+                "source_partition": pl.Series(batch.partitions, dtype=pl.Int32),
+                "source_offset": pl.Series(batch.offsets, dtype=pl.Int64),
+                "raw": pl.Series(batch.values, dtype=pl.Binary),
+            }
+        )
+        return dups.join(where, on=["source_partition", "source_offset"], how="left").select(
+            reason=pl.lit("duplicate"),
+            raw="raw",
+            key="device_id",
+            device_id="device_id",
+            seq="seq",
+            source_partition="source_partition",
+            source_offset="source_offset",
+        )
+
+    def _not_yet_rejected(self, rejected: pl.DataFrame) -> pl.DataFrame:
+        """Rejected rows a crashed predecessor did not commit already."""
+        done = pl.DataFrame(
+            {
+                "source_partition": pl.Series(list(self.offsets), dtype=pl.Int32),
+                "_done": pl.Series([o.rejected for o in self.offsets.values()], dtype=pl.Int64),
+            }
+        )
+        return (
+            rejected.join(done, on="source_partition", how="left")
+            .filter(pl.col("source_offset") > pl.col("_done").fill_null(-1))
+            .drop("_done")
+        )
+
+    def refresh_state(
+        self, *, buildings: list[str] | None, since: dt.datetime | None = None
+    ) -> None:
+        """Recompute ``building_state`` for ``buildings`` (None: every building active in
+        the last day of metrics) from ``building_metrics_1m``; ``since`` is the earliest
+        window that changed."""
+        table = open_table(self.config, BUILDING_METRICS_1M)
+        if table is None:
+            return
+        version = int(table.version())
+        scan = pl.scan_delta(table)
+        if buildings is not None:
+            scan = scan.filter(pl.col("building_id").is_in(buildings))
+        if since is None:
+            latest = scan.select(pl.col("window_start").max()).collect().item()
+            if latest is None:
+                return
+            since = latest - dt.timedelta(days=1)
+        assert since is not None
+        metrics = scan.filter(
+            pl.col("window_start") >= pl.lit(since - self.windows.rolling_span, _UTC_US)
+        ).collect()
+        if not len(metrics):
+            return
+        state = rolling_state(
+            metrics, self.windows, as_of=self.clock.now(), metrics_version=version
+        )
+        sink.upsert_state(self.config, state)

@@ -1,0 +1,24 @@
+"""The processor modules' docstring examples run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "ingest_service.processor.decode",
+    "ingest_service.processor.dedup",
+    "ingest_service.processor.windows",
+    "workbench.lake",
+    "workbench.lake.read",
+    "workbench.lake.schemas",
+    "workbench.lake.tables",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0

@@ -1,0 +1,168 @@
+"""Lake maintenance: compaction, checkpoints, vacuum — beside live ingestion.
+
+:func:`maintain` (``workbench lake maintain``; the processor also runs it every
+``WORKBENCH_MAINTAIN_INTERVAL``) does, per table:
+
+1. compaction: the recent ``event_date`` partitions of ``telemetry`` that hold
+   several small files are rewritten sorted by ``building_id, device_id, ts`` (one
+   building's data sits together; each device's readings compress well) — or
+   Z-ordered by ``building_id, ts`` when too large to sort in memory; the small
+   tables are bin-packed;
+2. a checkpoint, so readers replay a short log;
+3. vacuum: files replaced longer ago than ``WORKBENCH_LAKE_RETENTION_HOURS``
+   are deleted (readers of older versions than that lose time travel only).
+
+Compaction only rewrites data, so it commits beside appending processors
+(Delta's optimistic concurrency); when a concurrent commit does conflict (a
+metrics merge rewriting the same file) the step is retried on the new
+version, and never blocks a writer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from workbench.config import Config
+from workbench.lake.tables import TABLES, TELEMETRY, open_table, writer_properties
+
+__all__ = ["maintain"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SMALL_FILE = 32 * 1024 * 1024
+
+
+def _retry(action: Callable[[], T], what: str, attempts: int = 10) -> T:
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(attempts):
+        try:
+            return action()
+        except CommitFailedError as exc:
+            if attempt == attempts - 1:
+                raise
+            logger.info("%s: lost a commit race (%s); retrying", what, str(exc).splitlines()[0])
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _small_files_by_date(table: Any, since: dt.date) -> dict[str, int]:
+    actions = table.get_add_actions(flatten=True)
+    dates = actions.column("partition.event_date").to_pylist()
+    sizes = actions.column("size_bytes").to_pylist()
+    out: dict[str, int] = {}
+    for date, size in zip(dates, sizes, strict=True):
+        if date is None or size >= _SMALL_FILE:
+            continue
+        day = date if isinstance(date, dt.date) else dt.date.fromisoformat(str(date))
+        if day >= since:
+            out[day.isoformat()] = out.get(day.isoformat(), 0) + 1
+    return out
+
+
+_SORTED_REWRITE_MAX_ROWS = 20_000_000
+
+
+def _rewrite_sorted(config: Config, day: str) -> tuple[int, int]:
+    """Rewrite one ``event_date`` partition of telemetry sorted by building, device, time.
+
+    The sort clusters a building's rows (file and row-group statistics skip the
+    rest) and puts each device's readings next to each other, where dictionary,
+    run-length and delta encodings shrink them. Files appended meanwhile are not
+    touched (the overwrite removes only the files it read); a conflicting commit
+    makes the caller retry. Partitions too large to sort in memory are Z-ordered.
+    """
+    import polars as pl
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from workbench.lake.tables import storage_options, table_uri
+
+    table = open_table(config, TELEMETRY)
+    assert table is not None
+    actions = pa.table(table.get_add_actions(flatten=True))
+    files = [a for a in actions.to_pylist() if str(a["partition.event_date"]) == day]
+    rows = sum(int(a.get("num_records") or 0) for a in files)
+    if rows > _SORTED_REWRITE_MAX_ROWS:
+        result: dict[str, Any] = table.optimize.z_order(
+            TABLES[TELEMETRY].cluster_by,
+            partition_filters=[("event_date", "=", day)],
+            writer_properties=writer_properties(TELEMETRY),
+        )
+        return int(result.get("numFilesRemoved", 0)), int(result.get("numFilesAdded", 0))
+    data = (
+        pl.scan_delta(table)
+        .filter(pl.col("event_date") == dt.date.fromisoformat(day))
+        .sort("building_id", "device_id", "ts")
+        .collect()
+    )
+    write_deltalake(
+        table_uri(config, TELEMETRY),
+        data.to_arrow().cast(TABLES[TELEMETRY].schema),
+        mode="overwrite",
+        predicate=f"event_date = '{day}'",
+        partition_by=TABLES[TELEMETRY].partition_by,
+        storage_options=storage_options(config),
+        writer_properties=writer_properties(TELEMETRY),
+    )
+    return len(files), 1
+
+
+def maintain(
+    config: Config, *, days: int = 2, now: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    """Compact, checkpoint and vacuum every lake table; return one report row per table."""
+    now = now or dt.datetime.now(dt.UTC)
+    report: list[dict[str, Any]] = []
+    for name in TABLES:
+        table = open_table(config, name)
+        if table is None:
+            continue
+        row: dict[str, Any] = {"table": name, "version": table.version()}
+        started = time.monotonic()
+        # Step 1
+        removed = added = 0
+        if name == TELEMETRY:
+            since = (now - dt.timedelta(days=days)).date()
+            for day, small in sorted(_small_files_by_date(table, since).items()):
+                if small < 2:
+                    continue
+                r, a = _retry(partial(_rewrite_sorted, config, day), f"rewrite {day}")
+                removed += r
+                added += a
+        else:
+
+            def compact(name: str = name) -> dict[str, Any]:
+                fresh = open_table(config, name)
+                assert fresh is not None
+                result: dict[str, Any] = fresh.optimize.compact(
+                    writer_properties=writer_properties(name)
+                )
+                return result
+
+            metrics = _retry(compact, f"compact {name}")
+            removed += int(metrics.get("numFilesRemoved", 0))
+            added += int(metrics.get("numFilesAdded", 0))
+        row["files_removed"], row["files_added"] = removed, added
+        # Step 2
+        table = open_table(config, name)
+        assert table is not None
+        table.create_checkpoint()
+        # Step 3
+        deleted = table.vacuum(
+            retention_hours=int(config.lake_retention_hours),
+            dry_run=False,
+            enforce_retention_duration=False,
+        )
+        row["files_vacuumed"] = len(deleted)
+        row["seconds"] = round(time.monotonic() - started, 2)
+        logger.info("maintained %s: %s", name, row)
+        report.append(row)
+    return report

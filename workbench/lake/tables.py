@@ -1,0 +1,127 @@
+"""Where the lake's tables live and how they are written: names, URIs, storage options.
+
+One root URI (``WORKBENCH_LAKE``: a folder, or ``s3://`` / ``az://`` / ``gs://``)
+names the whole lake; each table is a Delta table under it.
+
+>>> from workbench.config import Config
+>>> table_uri(Config.from_env({"WORKBENCH_LAKE": "s3://bucket/lake"}), TELEMETRY)
+'s3://bucket/lake/telemetry'
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from workbench.config import Config
+from workbench.lake import schemas
+
+__all__ = [
+    "BUILDING_METRICS_1M",
+    "BUILDING_STATE",
+    "TABLES",
+    "TELEMETRY",
+    "TELEMETRY_REJECTED",
+    "TableSpec",
+    "ensure_tables",
+    "open_table",
+    "storage_options",
+    "table_uri",
+    "writer_properties",
+]
+
+logger = logging.getLogger(__name__)
+
+TELEMETRY = "telemetry"
+TELEMETRY_REJECTED = "telemetry_rejected"
+BUILDING_METRICS_1M = "building_metrics_1m"
+BUILDING_STATE = "building_state"
+
+
+class TableSpec:
+    """A table's schema, partition columns and the columns compaction clusters by."""
+
+    def __init__(self, schema: pa.Schema, partition_by: list[str], cluster_by: list[str]) -> None:
+        self.schema = schema
+        self.partition_by = partition_by
+        self.cluster_by = cluster_by
+
+
+TABLES: dict[str, TableSpec] = {
+    TELEMETRY: TableSpec(schemas.TELEMETRY, ["event_date"], ["building_id", "ts"]),
+    TELEMETRY_REJECTED: TableSpec(schemas.TELEMETRY_REJECTED, ["rejected_date"], []),
+    BUILDING_METRICS_1M: TableSpec(
+        schemas.BUILDING_METRICS_1M, [], ["building_id", "window_start"]
+    ),
+    BUILDING_STATE: TableSpec(schemas.BUILDING_STATE, [], []),
+}
+
+
+def table_uri(config: Config, name: str) -> str:
+    """The URI of table ``name`` under the lake root."""
+    return f"{config.lake.rstrip('/')}/{name}"
+
+
+def storage_options(config: Config) -> dict[str, str] | None:
+    """Options deltalake needs for the lake's store (None for a local folder).
+
+    Credentials for ``s3://``, ``az://`` and ``gs://`` come from the standard
+    variables of each cloud (``AWS_*``, ``AZURE_*``, ``GOOGLE_*``), which
+    deltalake reads itself; S3 needs conditional puts (on by default on AWS)
+    for several writers to commit safely.
+    """
+    if "://" not in config.lake or config.lake.startswith("file://"):
+        return None
+    return {}
+
+
+def open_table(config: Config, name: str) -> Any | None:
+    """The ``deltalake.DeltaTable`` of ``name``, or None when it does not exist yet."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(table_uri(config, name), storage_options=storage_options(config))
+    except TableNotFoundError:
+        return None
+
+
+def ensure_tables(config: Config) -> None:
+    """Create every lake table that does not exist yet (empty, with its schema)."""
+    from deltalake import DeltaTable
+
+    if "://" not in config.lake:
+        Path(config.lake).mkdir(parents=True, exist_ok=True)
+    for name, spec in TABLES.items():
+        if open_table(config, name) is not None:
+            continue
+        try:
+            DeltaTable.create(
+                table_uri(config, name),
+                spec.schema,
+                partition_by=spec.partition_by or None,
+                mode="ignore",
+                storage_options=storage_options(config),
+            )
+            logger.info("created lake table %s", table_uri(config, name))
+        except Exception as exc:  # a concurrent creator won the race
+            if open_table(config, name) is None:
+                raise
+            logger.debug("table %s created concurrently (%s)", name, exc)
+
+
+def writer_properties(name: str) -> Any:
+    """Parquet settings per table: zstd, and encodings that suit sorted telemetry."""
+    from deltalake import ColumnProperties, WriterProperties
+
+    columns: dict[str, ColumnProperties] = {}
+    if name == TELEMETRY:
+        delta = ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
+        for column in ("seq", "ts", "received_at", "source_offset"):
+            columns[column] = delta
+    return WriterProperties(
+        compression="ZSTD", compression_level=3, column_properties=columns or None
+    )
