@@ -81,6 +81,7 @@ class Component:
     enabled: Callable[[Config], bool] = _always
     ready: HealthCheck | None = None  # start-up check before after_healthy; default: health
     after_healthy: Callable[[Config], None] | None = None
+    describe: Callable[[Config], str] | None = None  # status detail when healthy (lag, rates)
     env: Callable[[Config], dict[str, str]] | None = None
     stop_timeout_s: float = 15.0
 

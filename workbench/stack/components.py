@@ -155,12 +155,39 @@ def _processor_health(config: Config) -> str | None:
     return None
 
 
+def _processor_describe(config: Config) -> str:
+    """Freshness (now minus the newest event in building_state) and the processor's counts."""
+    import datetime as dt
+    import json
+
+    from workbench.lake.read import building_state
+    from workbench.tenancy.principal import Principal
+
+    parts = []
+    state = building_state(config, principal=Principal.system("status"))
+    if state.height:
+        newest = state["last_event_ts"].max()
+        if isinstance(newest, dt.datetime):
+            age = (dt.datetime.now(dt.UTC) - newest).total_seconds()
+            parts.append(f"freshness {age:.1f}s")
+    try:
+        beat = json.loads((config.run_dir / "processor.heartbeat.json").read_text())
+        parts.append(
+            f"stored {beat.get('stored', 0):,}, rejected {beat.get('rejected', 0):,}, "
+            f"duplicates {beat.get('duplicates', 0):,}, late {beat.get('late', 0):,}"
+        )
+    except (OSError, ValueError):
+        pass
+    return "ok: " + "; ".join(parts) if parts else "ok"
+
+
 register(
     Component(
         name="processor",
         command=_processor_command,
         address=lambda cfg: f"{cfg.lake} (group {cfg.processor_group})",
         health=_processor_health,
+        describe=_processor_describe,
     )
 )
 

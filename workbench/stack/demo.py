@@ -66,11 +66,13 @@ def seed_demo(config: Config, *, devices: int) -> tuple[list[DemoLogin], bool]:
         ("demo-admin", "admin", None, ())
     ]
     for n, tenant in enumerate(fleet.tenant_ids[:2], start=1):
-        first = next(b.building_id for b in fleet.buildings if b.tenant_id == tenant)
+        # a tiny fleet may leave a tenant without a building: its viewer then sees nothing
+        owned = [b.building_id for b in fleet.buildings if b.tenant_id == tenant]
+        first = tuple(owned[:1])
         wanted += [
             (f"operator{n}", "operator", tenant, ()),
             (f"analyst{n}", "analyst", tenant, ()),
-            (f"viewer{n}", "viewer", tenant, (first,)),
+            (f"viewer{n}", "viewer", tenant, first),
         ]
     known = _read_logins(demo_logins_path(config))
     users = UserStore(config)

@@ -339,5 +339,11 @@ def _status_one(config: Config, component: Component) -> ComponentStatus:
     except WorkbenchError as exc:
         reason = str(exc)
     if reason is None:
-        return ComponentStatus(component.name, True, pid, address, "ok")
+        detail = "ok"
+        if component.describe is not None:
+            try:
+                detail = component.describe(config) or "ok"
+            except Exception as exc:  # a detail must never make a healthy component fail
+                detail = f"ok (detail unavailable: {type(exc).__name__})"
+        return ComponentStatus(component.name, True, pid, address, detail)
     return ComponentStatus(component.name, False, pid, address, reason)
