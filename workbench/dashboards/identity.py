@@ -19,16 +19,16 @@ True
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 from workbench.config import Config
-from workbench.exceptions import AccessDenied, MasterKeyError
+from workbench.exceptions import AccessDenied
+from workbench.secretfiles import load_secret
+from workbench.secretfiles import secret_path as secrets_file
 from workbench.tenancy import Principal, UserStore
 
 __all__ = [
@@ -50,36 +50,16 @@ _SECRET_BYTES = 32
 
 def secret_path(config: Config) -> Path:
     """``$WORKBENCH_HOME/secrets/voila.key``."""
-    return config.home / "secrets" / "voila.key"
+    return secrets_file(config, "voila.key")
 
 
 def load_dashboard_secret(config: Config) -> bytes:
     """The dashboards' signing secret, created (32 random bytes, mode 0600) on first use."""
-    path = secret_path(config)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(secrets.token_bytes(_SECRET_BYTES)).decode() + "\n")
-            with contextlib.suppress(FileExistsError):  # another process won the race
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    try:
-        secret = base64.b64decode(path.read_text().strip(), validate=True)
-    except (OSError, ValueError) as exc:
-        raise MasterKeyError(
-            f"cannot read the dashboard secret {path} ({exc})",
-            hint="delete the file and restart the dashboards (everyone logs in again)",
-        ) from None
-    if len(secret) != _SECRET_BYTES:
-        raise MasterKeyError(
-            f"dashboard secret {path} holds {len(secret)} bytes, expected {_SECRET_BYTES}",
-            hint="delete the file and restart the dashboards (everyone logs in again)",
-        )
-    return secret
+    return load_secret(
+        secret_path(config),
+        what="dashboard secret",
+        lost_hint="delete the file and restart the dashboards (everyone logs in again)",
+    )
 
 
 def _signature(secret: bytes, user: str, expiry: int) -> str:

@@ -9,15 +9,14 @@ same trust the CLI's registry commands already rely on.
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import hmac
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 from workbench.config import Config
-from workbench.exceptions import QueryUnavailable
+from workbench.exceptions import MasterKeyError, QueryUnavailable
+from workbench.secretfiles import load_secret, secret_path
 
 __all__ = [
     "ADMIN_USER",
@@ -32,18 +31,17 @@ ADMIN_USER = "admin"
 
 def admin_secret_path(config: Config) -> Path:
     """``$WORKBENCH_HOME/secrets/hive-admin.secret``."""
-    return config.home / "secrets" / "hive-admin.secret"
+    return secret_path(config, "hive-admin.secret")
 
 
 def ensure_admin_secret(config: Config) -> str:
-    """The local admin secret, created (0600, 32 random bytes) when missing."""
-    path = admin_secret_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
+    """The local admin secret (base64 text), created (0600, 32 random bytes) when missing."""
+    secret = load_secret(
+        admin_secret_path(config),
+        what="HiveServer2 admin secret",
+        lost_hint="delete the file; the server and the CLI create a new one",
+    )
+    return base64.b64encode(secret).decode()
 
 
 def check_admin_secret(config: Config, user: str, password: str) -> bool:
@@ -51,8 +49,8 @@ def check_admin_secret(config: Config, user: str, password: str) -> bool:
     if user != ADMIN_USER:
         return False
     try:
-        secret = admin_secret_path(config).read_text().strip()
-    except OSError:
+        secret = ensure_admin_secret(config) if admin_secret_path(config).exists() else ""
+    except MasterKeyError:
         return False
     return bool(secret) and hmac.compare_digest(secret.encode(), password.encode())
 

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import dataclasses
 import hashlib
 import hmac
-import os
-import secrets
 import time
 import urllib.parse
 from pathlib import Path
 
 from workbench.config import Config
-from workbench.exceptions import InvalidToken, MasterKeyError
+from workbench.exceptions import InvalidToken
+from workbench.secretfiles import load_secret, secret_path
 
 __all__ = [
     "SasToken",
@@ -53,50 +51,18 @@ _MASTER_BYTES = 32
 
 def master_key_path(config: Config) -> Path:
     """Where the master secret lives: under ``$WORKBENCH_HOME``, never in the lake."""
-    return config.home / "secrets" / "master.key"
+    return secret_path(config, "master.key")
 
 
 def load_master_key(config: Config, *, create: bool = True) -> bytes:
     """The master secret; created (32 random bytes, mode 0600) on first use when ``create``."""
-    path = master_key_path(config)
-    if not path.exists():
-        if not create:
-            raise MasterKeyError(
-                f"master key {path} does not exist",
-                hint="provision a device first (it creates the key), or copy the key file "
-                "from the host that provisioned the devices",
-            )
-        _create_master_key(path)
-    try:
-        raw = path.read_text().strip()
-        master = base64.b64decode(raw, validate=True)
-    except (OSError, binascii.Error) as exc:
-        raise MasterKeyError(
-            f"cannot read master key {path} ({exc})",
-            hint="restore the file from a backup; without it no device key can be derived",
-        ) from None
-    if len(master) != _MASTER_BYTES:
-        raise MasterKeyError(
-            f"master key {path} holds {len(master)} bytes, expected {_MASTER_BYTES}",
-            hint="restore the file from a backup",
-        )
-    return master
-
-
-def _create_master_key(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(base64.b64encode(secrets.token_bytes(_MASTER_BYTES)).decode() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        # link() fails when another process won the race: its key is the key.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return load_secret(
+        master_key_path(config),
+        what="master key",
+        create=create,
+        lost_hint="restore it from a backup, or copy it from the host that provisioned the "
+        "devices; without it no device key can be derived",
+    )
 
 
 def derive_device_key(master: bytes, device_id: str, key_version: int) -> str:
