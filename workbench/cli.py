@@ -52,6 +52,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def print_table(rows: Sequence[Sequence[object]], *, header: Sequence[str]) -> None:
+    """Print ``rows`` under ``header`` as an aligned text table on stdout (None as ``-``)."""
+    cells = [
+        [str(c) for c in header],
+        *[["-" if c is None else str(c) for c in r] for r in rows],
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
 def say(message: str) -> None:
     """Progress and errors go to stderr, data to stdout."""
     print(message, file=sys.stderr, flush=True)

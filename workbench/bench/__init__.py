@@ -13,10 +13,11 @@ import dataclasses
 import datetime as dt
 import json
 import platform
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from workbench.cli import print_table
 from workbench.config import Config
 
 __all__ = ["Bench", "add_bench", "benches", "print_table", "record_result", "results_path"]
@@ -70,11 +71,3 @@ def record_result(config: Config, bench: str, figures: Mapping[str, Any]) -> Pat
     with path.open("a") as f:
         f.write(json.dumps(line, default=str) + "\n")
     return path
-
-
-def print_table(rows: Sequence[Sequence[object]], *, header: Sequence[str]) -> None:
-    """Print ``rows`` under ``header`` as an aligned text table on stdout."""
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

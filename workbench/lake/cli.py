@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli import ArgumentParser, Verb, say
+from workbench.cli import ArgumentParser, Verb, print_table, say
 from workbench.config import Config
 from workbench.logs import configure_logging
 
@@ -23,10 +23,7 @@ def _cmd_maintain(config: Config, args: argparse.Namespace) -> int:
     else:
         header = ("TABLE", "VERSION", "FILES_REMOVED", "FILES_ADDED", "VACUUMED", "SECONDS")
         keys = ("table", "version", "files_removed", "files_added", "files_vacuumed", "seconds")
-        cells = [header, *[tuple(str(r[k]) for k in keys) for r in rows]]
-        widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-        for c in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+        print_table([[r[k] for k in keys] for r in rows], header=header)
     return 0
 
 

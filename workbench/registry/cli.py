@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from workbench.cli import ArgumentParser, Verb, say
+from workbench.cli import ArgumentParser, Verb, print_table, say
 from workbench.config import Config
 from workbench.events import DEVICE_TYPES
 from workbench.exceptions import ImportRejected
@@ -39,12 +39,7 @@ def _print_frame(frame: pl.DataFrame, as_json: bool, columns: list[str]) -> None
     if frame.height == 0:
         say("(none)")
         return
-    cells = [columns] + [
-        ["-" if v is None else str(v) for v in row] for row in frame.select(columns).iter_rows()
-    ]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print_table(list(frame.select(columns).iter_rows()), header=columns)
 
 
 def _print_record(record: dict[str, Any], as_json: bool) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.cli import Verb, say
+from workbench.cli import Verb, print_table, say
 from workbench.config import Config
 from workbench.exceptions import WorkbenchError
 from workbench.stack import supervisor
@@ -92,14 +92,8 @@ def _cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 
 def _print_status_table(statuses: Sequence[supervisor.ComponentStatus]) -> None:
-    rows = [("COMPONENT", "HEALTHY", "PID", "ADDRESS", "DETAIL")]
-    rows += [
-        (s.name, "yes" if s.healthy else "NO", str(s.pid or "-"), s.address, s.detail)
-        for s in statuses
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    rows = [(s.name, "yes" if s.healthy else "NO", s.pid, s.address, s.detail) for s in statuses]
+    print_table(rows, header=("COMPONENT", "HEALTHY", "PID", "ADDRESS", "DETAIL"))
 
 
 def _cmd_logs(config: Config, args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from workbench.cli import ArgumentParser, Verb, say
+from workbench.cli import ArgumentParser, Verb, print_table, say
 from workbench.config import Config
 from workbench.exceptions import InvalidInput
 from workbench.tenancy.passwords import new_password
@@ -73,14 +73,11 @@ def _print_users(users: list[User], as_json: bool) -> None:
     if as_json:
         print(json.dumps([u.to_json() for u in users], indent=2))
         return
-    rows = [("USER", "ROLE", "TENANT", "STATUS", "BUILDINGS")]
-    rows += [
+    rows = [
         (u.user_id, u.role, u.tenant_id or "*", u.status, ",".join(u.buildings) or "-")
         for u in users
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    print_table(rows, header=("USER", "ROLE", "TENANT", "STATUS", "BUILDINGS"))
 
 
 def _cmd_add(config: Config, args: argparse.Namespace) -> int:
