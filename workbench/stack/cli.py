@@ -29,10 +29,19 @@ def _cmd_up(config: Config, args: argparse.Namespace) -> int:
         scenario=args.scenario,
         skip=frozenset({"simulator"} if args.no_simulator else ()),
     )
-    logins, created = seed_demo(config, devices=options.devices or config.simulator_devices)
-    statuses = supervisor.up(config, options, report=say)
+    known = [c.name for c in registered()]
+    unknown = [n for n in args.components if n not in known]
+    if unknown:
+        raise WorkbenchError(
+            f"unknown component {unknown[0]!r}", hint=f"choose from {', '.join(known)}"
+        )
+    only = args.components or None
+    if only is None:  # the whole stack: with the demo's tenants, buildings and users
+        logins, created = seed_demo(config, devices=options.devices or config.simulator_devices)
+    statuses = supervisor.up(config, options, only=only, report=say)
     _print_status_table(statuses)
-    _print_welcome(config, logins, created)
+    if only is None:
+        _print_welcome(config, logins, created)
     return 0 if statuses and all(s.healthy for s in statuses) else EXIT_UNHEALTHY
 
 
@@ -166,6 +175,12 @@ def register(verb: Verb) -> None:
     )
     p.add_argument("--scenario", metavar="NAME", help="simulator scenario(s), comma-separated")
     p.add_argument("--no-simulator", action="store_true", help="do not start the simulator")
+    p.add_argument(
+        "components",
+        nargs="*",
+        metavar="COMPONENT",
+        help="start only these components (default: all, plus the demo users)",
+    )
     verb("down", _cmd_down, "stop every component 'workbench up' started")
     p = verb("status", _cmd_status, "health of each component (exit 0 only when all healthy)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

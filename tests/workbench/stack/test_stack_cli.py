@@ -35,7 +35,7 @@ def _assert_one_clear_line(stderr: str, *needles: str) -> None:
 
 
 def test_up_status_down_lifecycle(wb_env):
-    up = run_cli(wb_env, "up")
+    up = run_cli(wb_env, "up", "broker")
     assert up.returncode == 0, up.stderr
     code, doc = _status(wb_env)
     assert code == 0
@@ -61,9 +61,9 @@ def test_up_status_down_lifecycle(wb_env):
 
 
 def test_up_twice_is_idempotent_and_says_so(wb_env):
-    assert run_cli(wb_env, "up").returncode == 0
+    assert run_cli(wb_env, "up", "broker").returncode == 0
     _, first = _status(wb_env)
-    again = run_cli(wb_env, "up")
+    again = run_cli(wb_env, "up", "broker")
     assert again.returncode == 0
     assert "already running" in again.stderr
     _, second = _status(wb_env)
@@ -79,7 +79,7 @@ def test_down_with_nothing_running(wb_env):
 def test_topic_is_created_with_the_configured_partitions(tmp_path):
     env = isolated_env(tmp_path, WORKBENCH_TOPIC="events", WORKBENCH_TOPIC_PARTITIONS="3")
     try:
-        assert run_cli(env, "up").returncode == 0
+        assert run_cli(env, "up", "broker").returncode == 0
         from kafka import KafkaAdminClient
 
         admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{env['WORKBENCH_KAFKA_PORT']}")
@@ -91,7 +91,7 @@ def test_topic_is_created_with_the_configured_partitions(tmp_path):
 
 
 def test_kafka_python_produces_and_consumes_through_the_embedded_broker(wb_env):
-    assert run_cli(wb_env, "up").returncode == 0
+    assert run_cli(wb_env, "up", "broker").returncode == 0
     servers = f"127.0.0.1:{wb_env['WORKBENCH_KAFKA_PORT']}"
     producer = KafkaProducer(bootstrap_servers=servers, acks="all")
     sent = {f"dev-{i}".encode(): f'{{"seq":{i}}}'.encode() for i in range(200)}
@@ -123,7 +123,7 @@ def test_kafka_python_produces_and_consumes_through_the_embedded_broker(wb_env):
     "either side is fixed, so the README can be updated.",
 )
 def test_kcat_produces_and_consumes_through_the_embedded_broker(wb_env):
-    assert run_cli(wb_env, "up").returncode == 0
+    assert run_cli(wb_env, "up", "broker").returncode == 0
     servers = f"127.0.0.1:{wb_env['WORKBENCH_KAFKA_PORT']}"
     lines = [f"kcat-{uuid.uuid4().hex}" for _ in range(5)]
     subprocess.run(
@@ -148,7 +148,7 @@ def test_port_already_taken_names_port_owner_and_fix(wb_env):
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        result = run_cli(wb_env, "up")
+        result = run_cli(wb_env, "up", "broker")
     assert result.returncode == 1
     err = [ln for ln in result.stderr.splitlines() if "error" in ln]
     assert len(err) == 1 and "Traceback" not in result.stderr
@@ -160,7 +160,7 @@ def test_port_already_taken_names_port_owner_and_fix(wb_env):
 
 def test_missing_broker_binary(wb_env, tmp_path):
     env = {**wb_env, "WORKBENCH_BROKER_BIN": str(tmp_path / "no-such-tansu")}
-    result = run_cli(env, "up")
+    result = run_cli(env, "up", "broker")
     assert result.returncode == 1
     _assert_one_clear_line(result.stderr, "broker binary not found", "KAFKA_BOOTSTRAP_SERVERS")
 
@@ -169,7 +169,7 @@ def test_broker_that_exits_at_start_up_is_reported(wb_env, tmp_path):
     fake = tmp_path / "crashing-broker"
     fake.write_text("#!/bin/sh\necho 'fatal: storage engine unavailable' >&2\nexit 3\n")
     fake.chmod(0o755)
-    result = run_cli({**wb_env, "WORKBENCH_BROKER_BIN": str(fake)}, "up")
+    result = run_cli({**wb_env, "WORKBENCH_BROKER_BIN": str(fake)}, "up", "broker")
     assert result.returncode == 1
     assert "broker exited during start-up: fatal: storage engine unavailable" in result.stderr
     assert "Traceback" not in result.stderr
@@ -183,6 +183,12 @@ def test_invalid_env_value(wb_env, var, value):
     result = run_cli({**wb_env, var: value}, "up")
     assert result.returncode == 2
     _assert_one_clear_line(result.stderr, var, repr(value))
+
+
+def test_unknown_component(wb_env):
+    result = run_cli(wb_env, "up", "brokr")
+    assert result.returncode == 1
+    _assert_one_clear_line(result.stderr, "unknown component 'brokr'", "broker, kafka, gateway")
 
 
 def test_unknown_command():
@@ -199,7 +205,7 @@ def test_help_shows_env_defaults(wb_env):
 
 
 def test_status_names_the_unhealthy_component_and_why(wb_env):
-    assert run_cli(wb_env, "up").returncode == 0
+    assert run_cli(wb_env, "up", "broker").returncode == 0
     _, doc = _status(wb_env)
     pid = doc["components"][0]["pid"]
     psutil.Process(pid).kill()
@@ -208,16 +214,16 @@ def test_status_names_the_unhealthy_component_and_why(wb_env):
     assert result.returncode == 1
     assert "broker: unhealthy: not running" in result.stderr
     # up repairs it
-    assert run_cli(wb_env, "up").returncode == 0
+    assert run_cli(wb_env, "up", "broker").returncode == 0
     assert _status(wb_env)[0] == 0
 
 
 def test_external_kafka_starts_no_broker(wb_env, tmp_path):
-    assert run_cli(wb_env, "up").returncode == 0
+    assert run_cli(wb_env, "up", "broker").returncode == 0
     servers = f"127.0.0.1:{wb_env['WORKBENCH_KAFKA_PORT']}"
     other = isolated_env(tmp_path / "other", KAFKA_BOOTSTRAP_SERVERS=servers, WORKBENCH_TOPIC="ext")
     try:
-        result = run_cli(other, "up")
+        result = run_cli(other, "up", "kafka")
         assert result.returncode == 0, result.stderr
         code, doc = _status(other)
         assert code == 0
@@ -232,7 +238,7 @@ def test_external_kafka_starts_no_broker(wb_env, tmp_path):
 
 
 def test_logs_show_component_output(wb_env):
-    assert run_cli(wb_env, "up").returncode == 0
+    assert run_cli(wb_env, "up", "broker").returncode == 0
     result = run_cli(wb_env, "logs", "broker")
     assert result.returncode == 0
     assert "tansu broker" in result.stdout
