@@ -29,12 +29,7 @@ def _cmd_up(config: Config, args: argparse.Namespace) -> int:
         scenario=args.scenario,
         skip=frozenset({"simulator"} if args.no_simulator else ()),
     )
-    known = [c.name for c in registered()]
-    unknown = [n for n in args.components if n not in known]
-    if unknown:
-        raise WorkbenchError(
-            f"unknown component {unknown[0]!r}", hint=f"choose from {', '.join(known)}"
-        )
+    _check_names(args.components)
     only = args.components or None
     if only is None:  # the whole stack: with the demo's tenants, buildings and users
         logins, created = seed_demo(config, devices=options.devices or config.simulator_devices)
@@ -66,6 +61,22 @@ def _print_welcome(config: Config, logins: Sequence[DemoLogin], created: bool) -
             scope += " / " + ",".join(login.buildings)
         shown = login.password if created and login.password else "********"
         print(f"    {login.user:<12} {login.role:<9} {scope:<28} {shown}")
+
+
+def _cmd_restart(config: Config, args: argparse.Namespace) -> int:
+    _check_names(args.components)
+    statuses = supervisor.restart(config, args.components, report=say)
+    _print_status_table(statuses)
+    return 0 if statuses and all(s.healthy for s in statuses) else EXIT_UNHEALTHY
+
+
+def _check_names(names: Sequence[str]) -> None:
+    known = [c.name for c in registered()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise WorkbenchError(
+            f"unknown component {unknown[0]!r}", hint=f"choose from {', '.join(known)}"
+        )
 
 
 def _cmd_down(config: Config, args: argparse.Namespace) -> int:
@@ -182,6 +193,8 @@ def register(verb: Verb) -> None:
         help="start only these components (default: all, plus the demo users)",
     )
     verb("down", _cmd_down, "stop every component 'workbench up' started")
+    p = verb("restart", _cmd_restart, "stop and start components (e.g. after an upgrade)")
+    p.add_argument("components", nargs="+", metavar="COMPONENT")
     p = verb("status", _cmd_status, "health of each component (exit 0 only when all healthy)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("logs", _cmd_logs, "show a component's log (all components when none is named)")

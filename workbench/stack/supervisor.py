@@ -31,9 +31,13 @@ from workbench.config import Config
 from workbench.exceptions import ComponentFailed, PortInUse, WorkbenchError
 from workbench.stack.base import Component, Port, UpOptions, registered
 
-__all__ = ["ComponentStatus", "down", "log_path", "status", "up"]
+__all__ = ["ComponentStatus", "down", "log_path", "restart", "status", "up"]
 
 logger = logging.getLogger(__name__)
+
+# run/<component>.state.json: pid and start time of a process the supervisor started
+# (components keep their own files, e.g. heartbeats, in run/ too)
+_STATE_SUFFIX = ".state.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +61,7 @@ def log_path(config: Config, name: str) -> Path:
 
 
 def _state_path(config: Config, name: str) -> Path:
-    return config.run_dir / f"{name}.json"
+    return config.run_dir / f"{name}{_STATE_SUFFIX}"
 
 
 def _stack_path(config: Config) -> Path:
@@ -296,7 +300,9 @@ def down(config: Config, *, report: Callable[[str], None] = logger.info) -> list
         return []
     with _locked(config):
         known = {c.name: c for c in registered()}
-        recorded = [p.stem for p in config.run_dir.glob("*.json") if p.name != "stack.json"]
+        recorded = [
+            p.name.removesuffix(_STATE_SUFFIX) for p in config.run_dir.glob(f"*{_STATE_SUFFIX}")
+        ]
         stack = (_read_json(_stack_path(config)) or {}).get("components", [])
         order = list(dict.fromkeys([*stack, *recorded]))
         stopped = []
@@ -306,6 +312,25 @@ def down(config: Config, *, report: Callable[[str], None] = logger.info) -> list
                 stopped.append(name)
         _stack_path(config).unlink(missing_ok=True)
     return stopped
+
+
+def restart(
+    config: Config,
+    names: list[str],
+    options: UpOptions | None = None,
+    *,
+    report: Callable[[str], None] = logger.info,
+) -> list[ComponentStatus]:
+    """Stop the named components (in reverse start order) and start them again.
+
+    A plain restart: each component is down while it restarts (devices retry on
+    the gateway's refusals; the processor resumes from the lake's offsets).
+    """
+    known = {c.name: c for c in registered()}
+    with _locked(config):
+        for name in reversed([c.name for c in registered() if c.name in names]):
+            _stop_one(config, name, known[name].stop_timeout_s, report)
+    return up(config, options, only=names, report=report)
 
 
 def status(config: Config) -> list[ComponentStatus]:

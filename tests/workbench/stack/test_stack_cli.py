@@ -245,3 +245,18 @@ def test_logs_show_component_output(wb_env):
     bad = run_cli(wb_env, "logs", "nope")
     assert bad.returncode == 1
     _assert_one_clear_line(bad.stderr, "unknown component 'nope'")
+
+
+def test_restart_replaces_the_process_and_keeps_the_stack(wb_env):
+    assert run_cli(wb_env, "up", "broker").returncode == 0
+    _, before = _status(wb_env)
+    result = run_cli(wb_env, "restart", "broker")
+    assert result.returncode == 0, result.stderr
+    assert "broker: stopped" in result.stderr and "broker: started" in result.stderr
+    code, after = _status(wb_env)
+    assert code == 0
+    old, new = before["components"][0]["pid"], after["components"][0]["pid"]
+    assert old != new and not psutil.pid_exists(old)
+    bad = run_cli(wb_env, "restart", "nope")
+    assert bad.returncode == 1
+    _assert_one_clear_line(bad.stderr, "unknown component 'nope'")
