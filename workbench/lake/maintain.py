@@ -70,7 +70,9 @@ def _small_files_by_date(table: Any, since: dt.date) -> dict[str, int]:
 _SORTED_REWRITE_MAX_ROWS = 20_000_000
 
 
-def _rewrite_sorted(config: Config, day: str) -> tuple[int, int]:
+def _rewrite_sorted(
+    config: Config, day: str, *, before_write: Callable[[], None] | None = None
+) -> tuple[int, int]:
     """Rewrite one ``event_date`` partition of telemetry sorted by building, device, time.
 
     The sort clusters a building's rows (file and row-group statistics skip the
@@ -83,7 +85,6 @@ def _rewrite_sorted(config: Config, day: str) -> tuple[int, int]:
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from workbench.lake.tables import storage_options, table_uri
 
     table = open_table(config, TELEMETRY)
     assert table is not None
@@ -103,13 +104,18 @@ def _rewrite_sorted(config: Config, day: str) -> tuple[int, int]:
         .sort("building_id", "device_id", "ts")
         .collect()
     )
+    if before_write is not None:  # tests: a processor appends between our read and write
+        before_write()
+    # The overwrite must start from the snapshot we read (`table`, not the URI, which
+    # would load the newest version): its removes are then exactly the files we read,
+    # and rows a processor appended meanwhile survive. One record batch: the writer
+    # may reorder several.
     write_deltalake(
-        table_uri(config, TELEMETRY),
-        data.to_arrow().cast(TABLES[TELEMETRY].schema),
+        table,
+        data.to_arrow().cast(TABLES[TELEMETRY].schema).combine_chunks(),
         mode="overwrite",
         predicate=f"event_date = '{day}'",
         partition_by=TABLES[TELEMETRY].partition_by,
-        storage_options=storage_options(config),
         writer_properties=writer_properties(TELEMETRY),
     )
     return len(files), 1

@@ -68,3 +68,37 @@ def test_maintain_compacts_sorted_and_keeps_every_row(tmp_path: Path) -> None:
     assert lake.building_metrics(config, principal=ADMIN, building_id="b-1").equals(metrics_before)
     # the offsets survive compaction: a restarted processor resumes where it was
     assert table.transaction_version(f"{config.processor_group}-{config.topic}-0") == 119
+
+
+def test_rows_appended_while_compacting_survive(tmp_path: Path) -> None:
+    """A processor's append between the rewrite's read and its write is never lost: the
+    overwrite starts from the snapshot it read, so the commit conflicts and is redone."""
+    from functools import partial
+
+    from workbench.lake.maintain import _retry, _rewrite_sorted
+
+    config = Config.from_env(
+        {"WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_LAKE": str(tmp_path / "lake")}
+    )
+    _fill(config)
+    day = str(lake.telemetry(config, principal=ADMIN)["event_date"][0])
+    late_values = [
+        encode(event(device=f"late{d}", seq=1, ts=T0 + dt.timedelta(minutes=7))) for d in range(5)
+    ]
+
+    appended: list[bool] = []
+
+    def processor_appends() -> None:
+        if appended:  # only while the first attempt is between its read and write
+            return
+        appended.append(True)
+        processor = Processor(config, clock=FixedClock(T0 + dt.timedelta(hours=1)))
+        processor.assign([0])
+        processor.process(RecordBatch(late_values, [None] * 5, [0] * 5, list(range(120, 125))))
+
+    _retry(partial(_rewrite_sorted, config, day, before_write=processor_appends), "rewrite")
+    stored = lake.telemetry(config, principal=ADMIN)
+    assert stored.height == 125
+    assert set(stored.filter(pl.col("device_id").str.starts_with("late"))["device_id"]) == {
+        f"late{d}" for d in range(5)
+    }
