@@ -91,7 +91,7 @@ def _bare_consume(group: str) -> None:
     """One bare consumer (a subprocess): count records until the topic has been idle 3 s."""
     from kafka import KafkaConsumer
 
-    from ingest_service.processor.consumer import consumer_settings
+    from ingest_service.processor.fetcher import consumer_settings
 
     config = Config.from_env()
     consumer = KafkaConsumer(**consumer_settings(config, group=group))

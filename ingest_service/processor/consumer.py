@@ -1,99 +1,237 @@
-"""The Kafka side of the processor: the group consumer, its rebalance listener, the batch buffer.
+"""The Kafka side of the processor: a group member polling in a child process, and the
+:class:`Poller` that feeds its records to the processing thread.
 
-Offsets live in the lake, not in Kafka: whenever the group hands this process
-partitions, the listener asks the :class:`~ingest_service.processor.processor.Processor`
-where each one stands and seeks there.
+kafka-python decodes records in pure Python, so polling costs about as much CPU
+as processing. Overlapping the two in threads of one process does not work: the
+polling thread holds the GIL for most of its time and the processing thread
+waits for it at every return from polars, pyarrow or deltalake (measured: the
+processing ran 5-10 times slower). So the consumer runs in a child process
+(:mod:`ingest_service.processor.fetcher`, which is the group member) and this
+process keeps the :class:`Processor`. A receiver thread here reads the child's
+record batches into a bounded queue (at most ``WORKBENCH_COMMIT_MAX_EVENTS``
+records wait; the child is not answered — and does not poll — until there is
+room); the processing thread takes them with :meth:`Poller.take` and reports
+each batch stored with :meth:`Poller.done`.
+
+Offsets live in the lake, not in Kafka. On a rebalance (the child asks, and
+waits for the answer inside its rebalance callback):
+
+1. *revoked*: every queued batch is discarded, and the answer waits until the
+   batch being processed (if any) is committed to the lake — so a partition's
+   next owner, which reads the lake's offsets, never races a commit of ours;
+2. *assigned*: the processor forgets lost partitions and takes over new ones,
+   and the child seeks *every* assigned partition to the offset after the last
+   one ``telemetry`` holds (records of kept partitions that were queued and
+   discarded in step 1 are simply read again).
+
+The processor's state is only touched by one thread at a time: the processing
+thread between :meth:`Poller.take` and :meth:`Poller.done`, the receiver thread
+(steps 1-2) only while no batch is being processed.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
+import subprocess
+import sys
+import threading
+import time
 from typing import Any
 
-from kafka import ConsumerRebalanceListener
-
 from ingest_service.processor.decode import RecordBatch
+from ingest_service.processor.fetcher import (
+    consumer_settings,
+    read_message,
+    write_message,
+)
 from ingest_service.processor.processor import Processor
 from workbench.config import Config
 
-__all__ = ["Buffer", "RebalanceListener", "consumer_settings", "make_consumer"]
+__all__ = ["Poller", "consumer_settings"]
 
 logger = logging.getLogger(__name__)
 
 
-def consumer_settings(config: Config, *, group: str | None) -> dict[str, Any]:
-    """kafka-python settings shared by the processor and the bench's bare consumer."""
-    return {
-        "bootstrap_servers": config.bootstrap_servers,
-        "group_id": group,
-        "client_id": "workbench-processor",
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        # The Tansu broker's group join waits about half the session timeout.
-        "session_timeout_ms": 6000,
-        "heartbeat_interval_ms": 1500,
-        "max_poll_interval_ms": 300_000,
-        "fetch_max_bytes": 64 * 1024 * 1024,
-        "max_partition_fetch_bytes": 8 * 1024 * 1024,
-        "receive_buffer_bytes": 4 * 1024 * 1024,
-    }
+def _split(batch: RecordBatch, n: int) -> tuple[RecordBatch, RecordBatch]:
+    head = RecordBatch(batch.values[:n], batch.keys[:n], batch.partitions[:n], batch.offsets[:n])
+    tail = RecordBatch(batch.values[n:], batch.keys[n:], batch.partitions[n:], batch.offsets[n:])
+    return head, tail
 
 
-def make_consumer(config: Config) -> Any:
-    """A consumer in the processors' group (not yet subscribed)."""
-    from kafka import KafkaConsumer
+class Poller:
+    """Runs the group member (a child process) and queues its records for processing.
 
-    return KafkaConsumer(**consumer_settings(config, group=config.processor_group))
+    The processing thread calls :meth:`take` (a batch, possibly empty), works on
+    it, then :meth:`done`; everything it does with the :class:`Processor` in
+    between is safe from the rebalance handling, which runs in the receiver thread.
+    """
 
+    def __init__(self, config: Config, processor: Processor, *, max_queued: int) -> None:
+        self.config = config
+        self.processor = processor
+        self.max_queued = max(1, max_queued)
+        self.first_record_at: float | None = None
+        self._cond = threading.Condition()
+        self._queue: collections.deque[RecordBatch] = collections.deque()
+        self._queued = 0
+        self._in_flight = False
+        self._to_commit: dict[int, int] = {}  # partition -> next offset, for lag monitoring
+        self._stop = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._receive, name="kafka-receiver", daemon=True)
 
-class Buffer:
-    """Records polled but not yet processed, as columns."""
+    # --- the processing thread's side ------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.batch = RecordBatch([], [], [], [])
+    def start(self) -> None:
+        """Start the group member and the receiver thread."""
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "ingest_service.processor.fetcher"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, **self.config.env()},
+        )
+        self._thread.start()
 
-    def __len__(self) -> int:
-        return len(self.batch)
-
-    def extend(self, partition: int, records: list[Any]) -> None:
-        """Append one partition's polled records."""
-        b = self.batch
-        b.values.extend([r.value for r in records])
-        b.keys.extend([r.key for r in records])
-        b.offsets.extend([r.offset for r in records])
-        b.partitions.extend([partition] * len(records))
-
-    def take(self) -> RecordBatch:
-        """Everything buffered; the buffer is empty afterwards."""
-        batch, self.batch = self.batch, RecordBatch([], [], [], [])
+    def take(self, *, max_events: int, deadline: float, stop: threading.Event) -> RecordBatch:
+        """Queued records once ``max_events`` are queued, ``deadline`` (monotonic) has
+        passed or ``stop`` is set — at most ``max_events`` of them, possibly none.
+        Until :meth:`done`, the batch counts as being processed."""
+        with self._cond:
+            while (
+                self._queued < max_events
+                and self._error is None
+                and not stop.is_set()
+                and (left := deadline - time.monotonic()) > 0
+            ):
+                self._cond.wait(min(left, 0.1))
+            if self._error is not None:
+                raise self._error
+            taken: list[RecordBatch] = []
+            count = 0
+            while self._queue and count < max_events:
+                chunk = self._queue.popleft()
+                room = max_events - count
+                if len(chunk) > room:  # the rest stays first in line
+                    chunk, rest = _split(chunk, room)
+                    self._queue.appendleft(rest)
+                taken.append(chunk)
+                count += len(chunk)
+            self._queued -= count
+            self._in_flight = True
+            self._cond.notify_all()  # room in the queue
+        if len(taken) == 1:
+            return taken[0]
+        batch = RecordBatch([], [], [], [])
+        for chunk in taken:
+            batch.values.extend(chunk.values)
+            batch.keys.extend(chunk.keys)
+            batch.offsets.extend(chunk.offsets)
+            batch.partitions.extend(chunk.partitions)
         return batch
 
-    def clear(self) -> None:
-        """Drop what was buffered (re-read after the next seek)."""
-        self.batch = RecordBatch([], [], [], [])
+    def done(self, last: dict[int, int]) -> None:
+        """The batch from :meth:`take` is in the lake (``last``: partition -> last offset)."""
+        with self._cond:
+            for p, o in last.items():
+                self._to_commit[p] = max(o + 1, self._to_commit.get(p, 0))
+            self._in_flight = False
+            self._cond.notify_all()
 
+    def close(self, timeout: float = 30) -> None:
+        """Have the member commit the Kafka offsets (lag monitoring) and leave the group.
 
-class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Seeks every assigned partition to where the lake says it stands."""
+        Call after the last batch is done: a partition's next owner starts from the
+        lake's offsets, which must already hold everything this process stored."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=timeout)
+        child = self._child
+        if child is None:
+            return
+        try:
+            child.wait(timeout=5 if self._closed else 0.5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=30)
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
 
-    def __init__(self, consumer: Any, processor: Processor, buffer: Buffer) -> None:
-        self.consumer = consumer
-        self.processor = processor
-        self.buffer = buffer
+    # --- the receiver thread -------------------------------------------------------------
 
-    def on_partitions_revoked(self, revoked: list[Any]) -> None:
-        """Buffered records are dropped; whoever owns their partitions next re-reads them."""
-        self.buffer.clear()
-        logger.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+    def _receive(self) -> None:
+        child = self._child
+        assert child is not None and child.stdin is not None and child.stdout is not None
+        inbox, outbox = child.stdout, child.stdin
+        try:
+            while True:
+                message = read_message(inbox)
+                kind = message[0]
+                if kind == "records":
+                    write_message(outbox, self._records(RecordBatch(*message[1:])))
+                elif kind == "idle":
+                    write_message(outbox, self._answer())
+                elif kind == "revoked":
+                    self._revoked(message[1])
+                    write_message(outbox, ("ok",))
+                elif kind == "assigned":
+                    write_message(outbox, self._assigned(message[1]))
+                elif kind == "closed":
+                    self._closed = True
+                    return
+                else:
+                    raise RuntimeError(f"Kafka member failed: {message[1]}")
+        except BaseException as exc:
+            if isinstance(exc, EOFError | BrokenPipeError):
+                exc = RuntimeError("the Kafka member process exited")
+            logger.error("%s", exc)
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
 
-    def on_partitions_assigned(self, assigned: list[Any]) -> None:
-        """Forget partitions that went elsewhere, take over new ones, seek all."""
-        now = {tp.partition for tp in assigned}
-        self.processor.revoke(set(self.processor.offsets) - now)
-        self.processor.assign(now)  # only the new ones; kept partitions keep their state
-        for tp in assigned:
-            position = self.processor.offsets[tp.partition].telemetry + 1
-            if position > 0:
-                self.consumer.seek(tp, position)
-            else:
-                self.consumer.seek_to_beginning(tp)
+    def _records(self, chunk: RecordBatch) -> tuple[dict[int, int], bool]:
+        if self.first_record_at is None:
+            self.first_record_at = time.time()
+        with self._cond:
+            self._queue.append(chunk)
+            self._queued += len(chunk)
+            self._cond.notify_all()
+            while self._queued >= self.max_queued and not self._stop:
+                self._cond.wait()  # back-pressure: the member waits for this answer
+        return self._answer()
+
+    def _answer(self) -> tuple[dict[int, int], bool]:
+        with self._cond:
+            commits, self._to_commit = self._to_commit, {}
+            return commits, self._stop
+
+    def _revoked(self, revoked: list[int]) -> None:
+        with self._cond:
+            self._queue.clear()
+            self._queued = 0
+            self._to_commit.clear()
+            while self._in_flight:
+                self._cond.wait()
+            self._cond.notify_all()
+        logger.info("partitions revoked: %s", revoked)
+
+    def _assigned(self, assigned: list[int]) -> tuple[str, Any]:
+        try:
+            with self._cond:
+                while self._in_flight:
+                    self._cond.wait()
+                # Records received before this point belong to the old assignment.
+                self._queue.clear()
+                self._queued = 0
+                now = set(assigned)
+                self.processor.revoke(set(self.processor.offsets) - now)
+                self.processor.assign(now)  # only the new ones; kept ones keep their state
+                return "seek", {p: self.processor.offsets[p].telemetry + 1 for p in assigned}
+        except Exception as exc:
+            logger.exception("taking over partitions %s failed", assigned)
+            return "failed", f"{type(exc).__name__}: {exc}"

@@ -99,8 +99,14 @@ def decode(
         frames.append(
             pl.DataFrame({"_row": pl.Series(rows, dtype=pl.Int64), "reason": list(reasons)})
         )
-    checked = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame({"_row": []})
-    checked = source.join(checked, on="_row", how="left").sort("_row")
+    if len(pieces) == 1 and not malformed:
+        # the common case: one parse, rows already in record order
+        checked = pl.concat([source.drop("_row"), frames[0]], how="horizontal")
+    else:
+        checked = (
+            pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame({"_row": []})
+        )
+        checked = source.join(checked, on="_row", how="left").sort("_row")
     accepted = checked.filter(pl.col("reason").is_null()).select(_ACCEPTED_COLUMNS)
     bad = checked.filter(pl.col("reason").is_not_null())
     rejected = bad.select(

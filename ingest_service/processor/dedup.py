@@ -31,8 +31,29 @@ _SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 }
 
 
+_DEVICES: dict[str, pl.DataType | type[pl.DataType]] = {
+    "device_id": pl.String,
+    "max_seq": pl.Int64,
+    "max_window": pl.Datetime("us", "UTC"),
+}
+
+
+def _device_bounds(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per device: the largest seq and the latest on-time window among ``rows``."""
+    return rows.group_by("device_id").agg(
+        max_seq=pl.col("seq").max(),
+        max_window=pl.col("window_start").filter(~pl.col("late")).max(),
+    )
+
+
 class SeenIndex:
     """Recently stored events of the partitions this processor owns.
+
+    Next to the events it keeps, per device, the largest ``seq`` and the latest
+    on-time window stored (never lower than what the events hold). Devices count
+    up and report in order, so almost every new event is above both: it can be
+    neither a duplicate nor a device already counted in its window, and only the
+    few others are looked up among the stored events.
 
     >>> import datetime as dt
     >>> t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -43,10 +64,13 @@ class SeenIndex:
     ...     schema_overrides={"source_partition": pl.Int32})
     >>> idx.duplicate_mask(rows).to_list()
     [False, True]
+    >>> idx.add(rows[:1]); idx.duplicate_mask(rows.with_columns(seq=pl.Series([1, 2]))).to_list()
+    [True, False]
     """
 
     def __init__(self) -> None:
         self._chunks: list[pl.DataFrame] = [pl.DataFrame(schema=_SCHEMA)]
+        self._devices = pl.DataFrame(schema=_DEVICES)
 
     def __len__(self) -> int:
         return sum(len(c) for c in self._chunks)
@@ -57,10 +81,24 @@ class SeenIndex:
             self._chunks = [pl.concat(self._chunks, rechunk=True)]
         return self._chunks[0]
 
+    def _rebuild_devices(self) -> None:
+        self._devices = _device_bounds(self._frame).select(
+            pl.col(n).cast(t) for n, t in _DEVICES.items()
+        )
+
     def add(self, rows: pl.DataFrame) -> None:
         """Remember stored ``rows`` (columns of the index schema)."""
-        if len(rows):
-            self._chunks.append(rows.select(pl.col(n).cast(t) for n, t in _SCHEMA.items()))
+        if not len(rows):
+            return
+        chunk = rows.select(pl.col(n).cast(t) for n, t in _SCHEMA.items())
+        self._chunks.append(chunk)
+        merged = pl.concat(
+            [self._devices, _device_bounds(chunk).select(self._devices.columns)],
+            how="vertical_relaxed",
+        )
+        self._devices = merged.group_by("device_id").agg(
+            pl.col("max_seq").max(), pl.col("max_window").max()
+        )
 
     def upto(self, offsets: dict[int, int]) -> SeenIndex:
         """The part of the index stored at or before ``offsets`` (partition -> offset)."""
@@ -76,45 +114,50 @@ class SeenIndex:
             .filter(pl.col("source_offset") <= pl.col("_upto"))
             .drop("_upto")
         ]
+        out._rebuild_devices()
         return out
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop what this processor no longer owns."""
         self._chunks = [self._frame.filter(~pl.col("source_partition").is_in(list(partitions)))]
+        self._rebuild_devices()
 
     def prune(self, before: dt.datetime) -> None:
         """Drop events ingested before ``before`` (the end of the guarantee window)."""
         self._chunks = [self._frame.filter(pl.col("ingested_at") >= before)]
+        self._rebuild_devices()
+
+    def _with_bounds(self, rows: pl.DataFrame, *columns: str) -> pl.DataFrame:
+        return (
+            rows.select(*columns)
+            .with_row_index("_i")
+            .join(self._devices, on="device_id", how="left", maintain_order="left")
+        )
 
     def duplicate_mask(self, rows: pl.DataFrame) -> pl.Series:
         """True for rows already stored, or repeating an earlier row of ``rows``."""
-        seen = self._frame.select("device_id", "seq").with_columns(_seen=pl.lit(True))
-        marked = rows.select("device_id", "seq").with_row_index("_i")
-        if len(seen):
-            marked = marked.join(seen, on=["device_id", "seq"], how="left")
-        else:
-            marked = marked.with_columns(_seen=pl.lit(None, pl.Boolean))
-        marked = marked.sort("_i").with_columns(
-            _repeat=pl.col("_i").rank("ordinal").over("device_id", "seq") > 1
-        )
-        return (marked["_seen"].fill_null(False) | marked["_repeat"]).alias("duplicate")
+        marked = self._with_bounds(rows, "device_id", "seq")
+        repeat = ~marked.select(pl.struct("device_id", "seq").is_first_distinct()).to_series()
+        # only a seq at or below the device's largest stored one can have been stored
+        suspects = marked.filter(pl.col("seq") <= pl.col("max_seq"))
+        seen = pl.repeat(False, len(rows), dtype=pl.Boolean, eager=True)
+        if len(suspects):
+            stored = self._frame.select("device_id", "seq")
+            hits = suspects.join(stored, on=["device_id", "seq"], how="semi")["_i"]
+            seen = seen.scatter(hits, True)
+        return (seen | repeat).alias("duplicate")
 
     def new_device_mask(self, rows: pl.DataFrame) -> pl.Series:
         """True on the first on-time row of each (device, window) not counted before."""
-        counted = (
-            self._frame.filter(~pl.col("late"))
-            .select("device_id", "window_start")
-            .unique()
-            .with_columns(_counted=pl.lit(True))
-        )
-        marked = rows.select("device_id", "window_start", "late").with_row_index("_i")
-        if len(counted):
-            marked = marked.join(counted, on=["device_id", "window_start"], how="left")
-        else:
-            marked = marked.with_columns(_counted=pl.lit(None, pl.Boolean))
-        marked = marked.sort("_i").with_columns(
-            _first=pl.col("_i").rank("ordinal").over("device_id", "window_start", "late") == 1
-        )
-        return (~marked["late"] & ~marked["_counted"].fill_null(False) & marked["_first"]).alias(
-            "new_device"
-        )
+        marked = self._with_bounds(rows, "device_id", "window_start", "late")
+        first = marked.select(
+            pl.struct("device_id", "window_start", "late").is_first_distinct()
+        ).to_series()
+        # only a window at or before the device's latest counted one can have been counted
+        suspects = marked.filter(~pl.col("late") & (pl.col("window_start") <= pl.col("max_window")))
+        counted = pl.repeat(False, len(rows), dtype=pl.Boolean, eager=True)
+        if len(suspects):
+            done = self._frame.filter(~pl.col("late")).select("device_id", "window_start")
+            hits = suspects.join(done, on=["device_id", "window_start"], how="semi")["_i"]
+            counted = counted.scatter(hits, True)
+        return (~marked["late"] & ~counted & first).alias("new_device")

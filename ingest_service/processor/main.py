@@ -1,10 +1,10 @@
 """``python -m ingest_service process``: one processor of the consumer group, until SIGTERM.
 
-Each loop polls records until ``WORKBENCH_COMMIT_INTERVAL`` has passed or
-``WORKBENCH_COMMIT_MAX_EVENTS`` are buffered, hands the batch to
-:meth:`Processor.process`, then commits the Kafka offsets (for lag monitoring)
-and touches the heartbeat file ``workbench status`` reads. SIGTERM or SIGINT
-finishes the batch in hand, commits it and leaves the group.
+A child process polls Kafka; each loop takes what it polled once
+``WORKBENCH_COMMIT_INTERVAL`` has passed or ``WORKBENCH_COMMIT_MAX_EVENTS`` are
+queued, hands the batch to :meth:`Processor.process`, then has the Kafka offsets
+committed (for lag monitoring) and touches the heartbeat file ``workbench status``
+reads. SIGTERM or SIGINT finishes the batch in hand, commits it and leaves the group.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-from ingest_service.processor.consumer import Buffer, RebalanceListener, make_consumer
+from ingest_service.processor.consumer import Poller
 from ingest_service.processor.processor import BatchResult, Processor
 from workbench.config import Config
 
@@ -40,63 +39,60 @@ def run(
     heartbeat: Path | None = None,
     maintain: bool = True,
 ) -> BatchResult:
-    """Process until ``stop`` is set; return the totals."""
+    """Process until ``stop`` is set; return the totals.
+
+    A child process polls Kafka (:class:`~ingest_service.processor.consumer.Poller`)
+    while this one stores the previous batch.
+    """
     processor = Processor(config)
-    consumer = make_consumer(config)
-    buffer = Buffer()
-    consumer.subscribe([config.topic], listener=RebalanceListener(consumer, processor, buffer))
+    poller = Poller(config, processor, max_queued=config.commit_max_events)
+    poller.start()
     totals = BatchResult()
     started = time.monotonic()
     last_maintain = time.monotonic()
     maintainer: threading.Thread | None = None
-    first_record_at: float | None = None
     try:
-        while not stop.is_set():
-            # Step 1 of the protocol: a batch bounded by time and size.
-            deadline = time.monotonic() + config.commit_interval
-            while not stop.is_set() and len(buffer) < config.commit_max_events:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                polled = consumer.poll(
-                    timeout_ms=int(left * 1000),
-                    max_records=config.commit_max_events - len(buffer),
-                )
-                for tp, records in polled.items():
-                    buffer.extend(tp.partition, records)
-                if polled and first_record_at is None:
-                    first_record_at = time.time()
-            _process(processor, consumer, buffer, totals)
-            if heartbeat is not None:
-                _beat(heartbeat, processor, totals, started, first_record_at)
-            due = time.monotonic() - last_maintain >= config.maintain_interval
-            if maintain and due and 0 in processor.offsets:
-                # one member (the owner of partition 0) maintains; in the background
-                if maintainer is None or not maintainer.is_alive():
-                    maintainer = threading.Thread(
-                        target=_maintain, args=(config,), name="lake-maintain", daemon=True
-                    )
-                    maintainer.start()
-                last_maintain = time.monotonic()
-        _process(processor, consumer, buffer, totals)  # the batch in hand when stopped
+        batch_started = time.monotonic()
+        while True:
+            # Step 1 of the protocol: a batch bounded by time and size. When storing the
+            # previous batch took longer than the interval, whatever is queued goes at once.
+            stopping = stop.is_set()
+            batch = poller.take(
+                max_events=config.commit_max_events,
+                deadline=batch_started + config.commit_interval,
+                stop=stop,
+            )
+            batch_started = time.monotonic()
+            last: dict[int, int] = {}
+            try:
+                if len(batch):
+                    result = processor.process(batch)
+                    last = result.last_offsets
+                    for field in ("records", "stored", "rejected", "duplicates", "late"):
+                        setattr(totals, field, getattr(totals, field) + getattr(result, field))
+                    logger.debug("batch: %s", result)
+                if heartbeat is not None:
+                    _beat(heartbeat, processor, totals, started, poller.first_record_at)
+                due = time.monotonic() - last_maintain >= config.maintain_interval
+                if maintain and due and 0 in processor.offsets:
+                    # one member (the owner of partition 0) maintains; in the background
+                    if maintainer is None or not maintainer.is_alive():
+                        maintainer = threading.Thread(
+                            target=_maintain, args=(config,), name="lake-maintain", daemon=True
+                        )
+                        maintainer.start()
+                    last_maintain = time.monotonic()
+            finally:
+                # Step 6: Kafka's committed offsets are for lag monitoring only.
+                poller.done(last)
+            if stopping or (stop.is_set() and not len(batch)):
+                break  # the batch in hand when stopped is stored: leave
     finally:
-        consumer.close()  # leaves the group: its partitions move on at once
+        poller.close()  # after the last lake commit: leaves the group, partitions move on
         if maintainer is not None:
             maintainer.join(timeout=60)
     logger.info("processor stopped: %s", totals)
     return totals
-
-
-def _process(processor: Processor, consumer: Any, buffer: Buffer, totals: BatchResult) -> None:
-    batch = buffer.take()
-    if not len(batch):
-        return
-    result = processor.process(batch)
-    # Step 6: Kafka's committed offsets are for lag monitoring only; the lake has the truth.
-    consumer.commit_async()
-    for field in ("records", "stored", "rejected", "duplicates", "late"):
-        setattr(totals, field, getattr(totals, field) + getattr(result, field))
-    logger.debug("batch: %s", result)
 
 
 def _beat(

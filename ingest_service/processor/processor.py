@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 from collections.abc import Iterable
 
@@ -36,6 +37,8 @@ __all__ = ["BatchResult", "Processor"]
 logger = logging.getLogger(__name__)
 
 _UTC_US = pl.Datetime("us", "UTC")
+# The dedup index forgets events older than WORKBENCH_DEDUP_WINDOW this often.
+_PRUNE_EVERY = dt.timedelta(seconds=60)
 
 
 @dataclasses.dataclass
@@ -48,6 +51,7 @@ class BatchResult:
     duplicates: int = 0
     late: int = 0
     buildings: int = 0
+    last_offsets: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)
 
 
 class Processor:
@@ -68,6 +72,7 @@ class Processor:
         self.index = SeenIndex()
         self.offsets: dict[int, Offsets] = {}
         self.watermarks: dict[int, dt.datetime] = {}
+        self._pruned_at = self.clock.now()
         ensure_tables(config)
 
     # --- taking over partitions ----------------------------------------------------------
@@ -202,6 +207,7 @@ class Processor:
         :meth:`assign` from ``telemetry``; a crash before the telemetry commit
         replays the batch, skipping rejected rows already committed.
         """
+        batch = self._not_yet_stored(batch)
         result = BatchResult(records=len(batch))
         if not len(batch):
             return result
@@ -251,6 +257,9 @@ class Processor:
             result.buildings = partials["building_id"].n_unique()
         # Step 6
         self.index.add(stored)
+        if now - self._pruned_at >= _PRUNE_EVERY:
+            self.index.prune(now - dt.timedelta(seconds=self.config.dedup_window))
+            self._pruned_at = now
         self.watermarks = watermarks
         for p, o in last.items():
             old = self.offsets.get(p, Offsets(-1, -1, -1))
@@ -259,11 +268,44 @@ class Processor:
                 rejected=max(o, old.rejected),
                 metrics=o if len(on_time) else old.metrics,
             )
+        result.last_offsets = last
         result.stored = len(stored)
         result.rejected = len(rejected)
         result.duplicates = len(dups)
         result.late = len(stored) - len(on_time)
         return result
+
+    def _not_yet_stored(self, batch: RecordBatch) -> RecordBatch:
+        """``batch`` without records at or below the offset ``telemetry`` holds for their
+        partition, and without a second copy of one record: whatever delivers a record
+        again (a stale seek, a client or broker quirk), it is stored once."""
+        done = {p: o.telemetry for p, o in self.offsets.items()}
+        keep = (
+            pl.DataFrame(
+                {
+                    "p": pl.Series(batch.partitions, dtype=pl.Int32),
+                    "o": pl.Series(batch.offsets, dtype=pl.Int64),
+                }
+            )
+            .select(
+                (pl.col("o") > pl.col("p").replace_strict(done, default=-1, return_dtype=pl.Int64))
+                & pl.struct("p", "o").is_first_distinct()
+            )
+            .to_series()
+        )
+        if keep.all():
+            return batch
+        logger.warning(
+            "skipping %d records delivered again (already stored, or twice in one batch)",
+            len(keep) - int(keep.sum()),
+        )
+        mask = keep.to_list()
+        return RecordBatch(
+            list(itertools.compress(batch.values, mask)),
+            list(itertools.compress(batch.keys, mask)),
+            list(itertools.compress(batch.partitions, mask)),
+            list(itertools.compress(batch.offsets, mask)),
+        )
 
     @staticmethod
     def _duplicates(dups: pl.DataFrame, batch: RecordBatch) -> pl.DataFrame:

@@ -243,3 +243,20 @@ def test_tables_read_in_polars_scan_delta_and_duckdb(feed: Feed, config: Config)
     assert [(b, n) for b, n, _, _ in counted] == [("b-0", 5), ("b-1", 5)]
     assert counted[0][2] == dt.date(2026, 11, 27)
     assert counted[0][3] == T0
+
+
+def test_records_delivered_again_are_stored_once(feed: Feed, config: Config) -> None:
+    values = [encode(event(seq=i)) for i in range(4)] + [b"not json"]
+    feed.send(*values)
+    # the same offsets again (a stale seek), and one record twice within a batch
+    feed.processor.process(RecordBatch(values[2:], [b"k"] * 3, [0] * 3, [2, 3, 4]))
+    feed.processor.process(
+        RecordBatch([values[0], values[0]], [b"k"] * 2, [0, 0], [feed.offset, feed.offset])
+    )
+    stored = lake.telemetry(config, principal=ADMIN)
+    assert sorted(stored["source_offset"].to_list()) == [0, 1, 2, 3]
+    rejected = _rejected(config)
+    assert rejected.select("source_offset", "reason").rows() == [
+        (4, "malformed: not valid JSON"),
+        (5, "duplicate"),
+    ]
