@@ -85,7 +85,6 @@ def _rewrite_sorted(
     import pyarrow as pa
     from deltalake import write_deltalake
 
-
     table = open_table(config, TELEMETRY)
     assert table is not None
     actions = pa.table(table.get_add_actions(flatten=True))

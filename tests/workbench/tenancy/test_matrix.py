@@ -1,4 +1,4 @@
-"""Roles × doors: every principal sees exactly its scope, through every door.
+"""Roles by doors: every principal sees exactly its scope, through every door.
 
 Doors covered here: the Python API (Registry reads and writes) and the CLI
 (`--as USER`). The lake reading API, the dashboards and the HiveServer2
