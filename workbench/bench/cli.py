@@ -16,6 +16,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "workbench.query.bench",
     "simulator.bench",
     "ingest_service.processor.bench",
+    "workbench.lake.bench",
 )
 
 

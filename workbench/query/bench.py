@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import shutil
 import socket
 import statistics
@@ -21,7 +22,11 @@ from workbench.bench import add_bench, print_table, record_result
 from workbench.cli import say
 from workbench.config import Config
 
-__all__ = ["QUERIES", "bench_query"]
+__all__ = [
+    "QUERIES",
+    "bench_query",
+    "ensure_bench_lake",
+]
 
 QUERIES: dict[str, str] = {
     "daily average per building": (
@@ -56,33 +61,41 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ensure_bench_lake(
+    config: Config, *, events: int, devices: int, days: float
+) -> tuple[Config, dt.datetime]:
+    """The benchmarks' simulated lake under ``$WORKBENCH_HOME/bench/query-lake`` (written
+    once per size, then reused); returns its config and the end of its events."""
+    from workbench.query.sample import write_sample_lake
+
+    lake = config.home / "bench" / "query-lake"
+    marker = lake / f"events-{events}-devices-{devices}"
+    bench_config = dataclasses.replace(config, lake=str(lake))
+    if not marker.exists():
+        shutil.rmtree(lake, ignore_errors=True)
+        say(f"writing {events:,} simulated events of {devices:,} devices to {lake} ...")
+        made = write_sample_lake(
+            bench_config,
+            events=events,
+            devices=devices,
+            days=days,
+            progress=lambda done, total: say(f"  {done:,}/{total:,} events"),
+        )
+        say(f"lake written in {made.seconds:.1f} s ({made.events / made.seconds:,.0f} events/s)")
+        marker.write_text(f"{made.start.isoformat()} {made.end.isoformat()}\n")
+    return bench_config, dt.datetime.fromisoformat(marker.read_text().split()[1])
+
+
 def bench_query(config: Config, args: argparse.Namespace) -> int:
     """Build (or reuse) the lake, serve it, time the queries, print and record."""
     from pyhive import hive
 
     from ingest_service.hiveserver2 import HiveServer2
     from workbench.query.client import ADMIN_USER, ensure_admin_secret
-    from workbench.query.sample import write_sample_lake
 
-    lake = config.home / "bench" / "query-lake"
-    marker = lake / f"events-{args.events}-devices-{args.devices}"
-    bench_config = dataclasses.replace(config, lake=str(lake))
-    if not marker.exists():
-        shutil.rmtree(lake, ignore_errors=True)
-        say(f"writing {args.events:,} simulated events of {args.devices:,} devices to {lake} ...")
-        made = write_sample_lake(
-            bench_config,
-            events=args.events,
-            devices=args.devices,
-            days=args.days,
-            progress=lambda done, total: say(f"  {done:,}/{total:,} events"),
-        )
-        say(f"lake written in {made.seconds:.1f} s ({made.events / made.seconds:,.0f} events/s)")
-        marker.write_text(f"{made.start.isoformat()} {made.end.isoformat()}\n")
-    end_s = marker.read_text().split()[1]
-    import datetime as dt
-
-    end = dt.datetime.fromisoformat(end_s)
+    bench_config, end = ensure_bench_lake(
+        config, events=args.events, devices=args.devices, days=args.days
+    )
     fmt = "%Y-%m-%d %H:%M:%S"
     params = {
         "end": end.strftime("%Y-%m-%d"),
