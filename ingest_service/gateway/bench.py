@@ -1,40 +1,52 @@
 """``workbench bench gateway``: events/s accepted through batched HTTP, and latency at the seed
 rate (DESIGN.md §9).
 
-The benchmark provisions devices in a scratch lake under
-``$WORKBENCH_HOME/bench/gateway``, starts its own gateway process on free ports
+The benchmark bulk-provisions ``--devices`` devices (one import) in a scratch lake
+under ``$WORKBENCH_HOME/bench/gateway``, starts its own gateway
+(``--workers`` processes, default ``WORKBENCH_GATEWAY_WORKERS``) on free ports
 against the configured Kafka (``workbench up`` or ``KAFKA_BOOTSTRAP_SERVERS``)
 with a fresh topic, and drives it from separate load-generator processes over
 real sockets:
 
 1. throughput: ``--clients`` processes post batches of ``--batch`` events as
    fast as the gateway answers, for ``--seconds``; figure = accepted events/s;
-2. latency: single-event requests paced at ``--rate`` events/s (the seed's
-   1,667) for ``--seconds``; p50/p99 from each request's scheduled send time.
+2. latency, the way the seed fleet sends: open loop, event ``i`` due at
+   ``i / --rate`` seconds, from device ``i % --devices``, **one event per request**
+   (what the simulator and real devices send), over ``--connections`` shared
+   keep-alive connections (``--connect new``: a new connection per request);
+   p50/p99 from each event's *due* time, so a generator or a gateway that falls
+   behind shows in the figures instead of slowing the schedule down.
 
-Each phase runs ``--runs`` times; the medians are reported.
+Each phase runs ``--runs`` times; the medians are reported, with the gateway's
+CPU time per 1,000 events (robust on a shared machine, where the wall-clock
+figures depend on what else runs) and the load average seen.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import http.client
 import json
+import os
+import re
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 from workbench.bench import add_bench, print_table, record_result
 from workbench.config import Config
+from workbench.events import format_ts
 
 __all__ = ["run_bench"]
 
@@ -49,7 +61,8 @@ def _free_port() -> int:
 
 
 def _event(seq: int) -> dict[str, Any]:
-    ts = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    # the simulator's (and DESIGN.md §6's) form: UTC, milliseconds, Z
+    ts = format_ts(dt.datetime.now(dt.UTC))
     return {"ts": ts, "seq": seq, "readings": {"temperature": 21.5, "humidity": 40.2, "light": 310}}
 
 
@@ -57,85 +70,133 @@ def _event(seq: int) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> dict[str, Any]:
-    tokens: list[tuple[str, str]] = json.loads(args.tokens)
+    tokens: list[tuple[str, str]] = json.loads(Path(args.tokens).read_text())
+    if args.mode == "paced":
+        from ingest_service.gateway.server import run_loop
+
+        box: list[dict[str, Any]] = []
+
+        async def paced() -> None:
+            box.append(await _paced(args, tokens))
+
+        run_loop(paced())  # uvloop too: the generator shares the 2 cores with the gateway
+        return box[0]
     host, port = args.host, args.port
     deadline = time.monotonic() + args.seconds
-    if args.mode == "batch":
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        accepted = refused = 0
-        seq = 0
-        started = time.monotonic()
-        while time.monotonic() < deadline:
-            _device, token = tokens[seq // args.batch % len(tokens)]
-            body = json.dumps({"events": [_event(seq + i) for i in range(args.batch)]})
-            seq += args.batch
-            conn.request(
-                "POST",
-                "/v1/telemetry",
-                body,
-                {"Authorization": token, "Content-Type": "application/json"},
-            )
-            response = conn.getresponse()
-            response.read()
-            if response.status == 202:
-                accepted += args.batch
-            else:
-                refused += 1
-                time.sleep(0.05)
-        return {"accepted": accepted, "refused": refused, "seconds": time.monotonic() - started}
-    # paced single events
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    accepted = refused = 0
+    seq = 0
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        _device, token = tokens[seq // args.batch % len(tokens)]
+        body = json.dumps({"events": [_event(seq + i) for i in range(args.batch)]})
+        seq += args.batch
+        conn.request(
+            "POST",
+            "/v1/telemetry",
+            body,
+            {"Authorization": token, "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        response.read()
+        if response.status == 202:
+            accepted += args.batch
+        else:
+            refused += 1
+            time.sleep(0.05)
+    return {"accepted": accepted, "refused": refused, "seconds": time.monotonic() - started}
+
+
+async def _paced(args: argparse.Namespace, tokens: list[tuple[str, str]]) -> dict[str, Any]:
+    """Devices, open loop: event ``i`` is due at ``start + i / rate`` and comes from device
+    ``i % devices``, one event per request, on a free connection of the pool (or on a new
+    connection per request with ``--connect new``). Latency counts from the due time, so a
+    generator or gateway that falls behind shows up in the figures instead of hiding."""
+    loop = asyncio.get_running_loop()
+    heads = [
+        (
+            f"POST /v1/telemetry HTTP/1.1\r\nHost: {args.host}\r\nAuthorization: {token}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
+        for _device, token in tokens
+    ]
+    reuse = args.connect == "keepalive"
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    if reuse:
+        for _ in range(args.connections):
+            pool.put_nowait(await asyncio.open_connection(args.host, args.port))
     latencies: list[float] = []
-    refused_box = [0]
-    lock = threading.Lock()
-    next_slot = [0]
+    refused = [0]
+    reuse_lost = [0]
+
+    async def one(i: int, due: float) -> None:
+        body = (
+            b'{"ts":"%b","seq":%d,"readings":{"temperature":21.5,"humidity":40.2,"light":310}}'
+            % (format_ts(dt.datetime.now(dt.UTC)).encode(), i)
+        )
+        request = b"%bContent-Length: %d\r\n\r\n%b" % (heads[i % len(heads)], len(body), body)
+        try:
+            if reuse:
+                reader, writer = await pool.get()
+            else:
+                reader, writer = await asyncio.open_connection(args.host, args.port)
+        except OSError:
+            refused[0] += 1
+            return
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            ok = head.startswith(b"HTTP/1.1 202")
+        except (OSError, asyncio.IncompleteReadError):
+            ok = False
+            writer.close()
+            if reuse:  # replace the broken connection in the pool
+                try:
+                    reader, writer = await asyncio.open_connection(args.host, args.port)
+                except OSError:
+                    reuse_lost[0] += 1
+                    reader = None  # type: ignore[assignment]
+        if ok:
+            latencies.append(loop.time() - due)
+        else:
+            refused[0] += 1
+        if not reuse:
+            writer.close()
+        elif reader is not None:
+            pool.put_nowait((reader, writer))
+
     interval = 1.0 / args.rate
-    start = time.monotonic() + 0.2
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        while True:
-            with lock:
-                i = next_slot[0]
-                next_slot[0] += 1
-            scheduled = start + i * interval
-            if scheduled > deadline:
-                return
-            delay = scheduled - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            _device, token = tokens[i % len(tokens)]
-            conn.request(
-                "POST",
-                "/v1/telemetry",
-                json.dumps(_event(i)),
-                {"Authorization": token, "Content-Type": "application/json"},
-            )
-            response = conn.getresponse()
-            response.read()
-            done = time.monotonic()
-            with lock:
-                if response.status == 202:
-                    latencies.append(done - scheduled)
-                else:
-                    refused_box[0] += 1
-
-    threads = [threading.Thread(target=worker) for _ in range(args.threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {"latencies": latencies, "refused": refused_box[0]}
+    start = loop.time() + 0.2
+    end = start + args.seconds
+    tasks: list[asyncio.Task[None]] = []
+    i = 0
+    while True:
+        due = start + i * interval
+        if due > end:
+            break
+        delay = due - loop.time()
+        if delay > 0.0005:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+        i += 1
+    await asyncio.gather(*tasks)
+    return {"latencies": latencies, "refused": refused[0], "sent": i, "lost": reuse_lost[0]}
 
 
 def _load_main() -> None:
     p = argparse.ArgumentParser()
-    for name in ("mode", "host", "tokens"):
+    for name in ("mode", "host", "tokens", "connect", "out"):
         p.add_argument(f"--{name}")
-    for name in ("port", "batch", "threads"):
+    for name in ("port", "batch", "connections"):
         p.add_argument(f"--{name}", type=int, default=1)
     for name in ("seconds", "rate"):
         p.add_argument(f"--{name}", type=float, default=1.0)
-    print(json.dumps(_load(p.parse_args())))
+    args = p.parse_args()
+    # a file, not stdout: libuv may leave stdout non-blocking, and a 400 kB line to a
+    # pipe whose reader is slow then fails half-written
+    Path(args.out).write_text(json.dumps(_load(args)))
 
 
 # --- orchestration ---------------------------------------------------------------------------
@@ -146,12 +207,14 @@ class _Scratch:
     config: Config
     env: dict[str, str]
     proc: subprocess.Popen[bytes]
-    tokens: list[tuple[str, str]]
+    tokens: Path  # JSON list of [device_id, SAS token]
 
 
-def _start(config: Config, devices: int) -> _Scratch:
+def _start(config: Config, devices: int, workers: int | None = None) -> _Scratch:
     from workbench.kafka import ensure_topic
     from workbench.registry import Registry, sas_token
+    from workbench.registry.keys import derive_device_key, load_master_key
+    from workbench.tenancy.principal import Principal
 
     home = config.home / "bench" / "gateway"
     shutil.rmtree(home, ignore_errors=True)
@@ -164,19 +227,24 @@ def _start(config: Config, devices: int) -> _Scratch:
         "WORKBENCH_GATEWAY_PORT": str(_free_port()),
         "WORKBENCH_LEGACY_PORT": str(_free_port()),
         "WORKBENCH_LOG_LEVEL": "WARNING",
+        "WORKBENCH_GATEWAY_WORKERS": str(workers or config.gateway_workers),
     }
     scratch = Config.from_env(env)
     ensure_topic(scratch)
-    registry = Registry(scratch)
-    registry.add_tenant("t-bench", actor="bench")
-    registry.add_building("b-bench", tenant="t-bench", actor="bench")
-    tokens = []
-    for i in range(devices):
-        device_id = f"bench-{i:04d}"
-        key = registry.provision(
-            device_id, building="b-bench", device_type="environment", actor="bench"
-        ).key
-        tokens.append((device_id, sas_token(device_id, key, ttl_s=3600)))
+    registry = Registry(scratch, principal=Principal.system("bench"))
+    registry.add_tenant("t-bench")
+    registry.add_building("b-bench", tenant="t-bench")
+    ids = [f"bench-{i:06d}" for i in range(devices)]
+    fleet = home / "fleet.csv"
+    fleet.write_text(
+        "device_id,building_id,device_type\n" + "".join(f"{d},b-bench,environment\n" for d in ids)
+    )
+    registry.import_csv(fleet)  # one commit; imported devices are at key version 1
+    master = load_master_key(scratch)
+    tokens = home / "tokens.json"
+    tokens.write_text(
+        json.dumps([(d, sas_token(d, derive_device_key(master, d, 1), ttl_s=3600)) for d in ids])
+    )
     log = (home / "gateway.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ingest_service", "gateway"], env=env, stderr=log
@@ -210,12 +278,31 @@ def _generators(s: _Scratch, n: int, mode: str, **opts: Any) -> list[dict[str, A
         "--port",
         str(s.config.gateway_port),
         "--tokens",
-        json.dumps(s.tokens),
+        str(s.tokens),
     ]
     for k, v in opts.items():
         argv += [f"--{k}", str(v)]
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE) for _ in range(n)]
-    return [json.loads(p.communicate()[0]) for p in procs]
+    outs = [s.tokens.with_name(f"load-{mode}-{i}.json") for i in range(n)]
+    procs = [subprocess.Popen([*argv, "--out", str(out)]) for out in outs]
+    results = []
+    for proc, out in zip(procs, outs, strict=True):
+        if proc.wait() != 0:
+            raise RuntimeError(f"load generator ({mode}) failed with exit code {proc.returncode}")
+        results.append(json.loads(out.read_text()))
+    return results
+
+
+def _gateway_cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds used so far by the gateway and its workers."""
+    import psutil
+
+    total = 0.0
+    parent = psutil.Process(proc.pid)
+    for p in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def run_bench(config: Config, args: argparse.Namespace) -> int:
@@ -223,31 +310,46 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
     from workbench.cli import say
 
     say(f"bench gateway: starting a scratch gateway against Kafka at {config.bootstrap_servers}")
-    s = _start(config, args.devices)
+    s = _start(config, args.devices, args.workers)
     eps_runs: list[float] = []
     p50_runs: list[float] = []
     p99_runs: list[float] = []
+    cpu_batch: list[float] = []  # gateway CPU ms per 1,000 events
+    cpu_paced: list[float] = []
+    loads: list[float] = [os.getloadavg()[0]]
     refused = 0
     try:
         for run in range(args.runs):
+            cpu0 = _gateway_cpu_s(s.proc)
             results = _generators(s, args.clients, "batch", batch=args.batch, seconds=args.seconds)
             accepted = sum(r["accepted"] for r in results)
             refused += sum(r["refused"] for r in results)
             eps_runs.append(accepted / max(r["seconds"] for r in results))
+            cpu_batch.append(1e6 * (_gateway_cpu_s(s.proc) - cpu0) / max(1, accepted))
+            cpu0 = _gateway_cpu_s(s.proc)
             (paced,) = _generators(
-                s, 1, "paced", rate=args.rate, seconds=args.seconds, threads=args.threads
+                s,
+                1,
+                "paced",
+                rate=args.rate,
+                seconds=args.seconds,
+                connections=args.connections,
+                connect=args.connect,
             )
-            lat = sorted(paced["latencies"])
+            lat = sorted(paced["latencies"]) or [float("inf")]
+            cpu_paced.append(1e6 * (_gateway_cpu_s(s.proc) - cpu0) / max(1, len(lat)))
             refused += paced["refused"]
             p50_runs.append(1000 * lat[len(lat) // 2])
             p99_runs.append(1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+            loads.append(os.getloadavg()[0])
             say(
                 f"run {run + 1}/{args.runs}: {eps_runs[-1]:,.0f} events/s batched; "
-                f"p50 {p50_runs[-1]:.1f} ms, p99 {p99_runs[-1]:.1f} ms at {args.rate:,.0f}/s"
+                f"p50 {p50_runs[-1]:.1f} ms, p99 {p99_runs[-1]:.1f} ms at {args.rate:,.0f}/s; "
+                f"load average {loads[-1]:.1f}"
             )
     finally:
         s.proc.terminate()
-        s.proc.wait(timeout=15)
+        s.proc.wait(timeout=30)
     eps = statistics.median(eps_runs)
     p50 = statistics.median(p50_runs)
     p99 = statistics.median(p99_runs)
@@ -267,6 +369,19 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
                 "yes" if p99 < _TARGET_P99_MS else "NO",
             ),
             ("requests refused", str(refused), "0", "yes" if refused == 0 else "NO"),
+            (
+                "gateway CPU per 1,000 events, batched",
+                f"{statistics.median(cpu_batch):.0f} ms",
+                "",
+                "",
+            ),
+            (
+                "gateway CPU per 1,000 events, 1 per request",
+                f"{statistics.median(cpu_paced):.0f} ms",
+                "",
+                "",
+            ),
+            ("load average during the runs", f"{max(loads):.1f} (max)", "", ""),
         ],
         header=("FIGURE", f"MEDIAN OF {args.runs}", "TARGET", "MET"),
     )
@@ -279,11 +394,18 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
             "p99_ms": round(p99, 2),
             "rate": args.rate,
             "batch": args.batch,
+            "devices": args.devices,
+            "paced_connect": args.connect,
+            "paced_connections": args.connections,
             "clients": args.clients,
             "runs": args.runs,
+            "workers": s.config.gateway_workers,
             "refused": refused,
             "runs_events_per_s": [round(x) for x in eps_runs],
             "runs_p99_ms": [round(x, 2) for x in p99_runs],
+            "cpu_ms_per_1000_batched": round(statistics.median(cpu_batch), 1),
+            "cpu_ms_per_1000_single": round(statistics.median(cpu_paced), 1),
+            "load_average": [round(x, 2) for x in loads],
         },
     )
     return 0
@@ -295,8 +417,25 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=2, help="batch load processes (2)")
     p.add_argument("--batch", type=int, default=500, help="events per batch request (500)")
     p.add_argument("--rate", type=float, default=1667.0, help="paced events/s (1667)")
-    p.add_argument("--threads", type=int, default=16, help="paced sender threads (16)")
-    p.add_argument("--devices", type=int, default=100, help="devices provisioned (100)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=64,
+        help="keep-alive connections the paced devices share (64)",
+    )
+    p.add_argument(
+        "--connect",
+        choices=("keepalive", "new"),
+        default="keepalive",
+        help="paced phase: share keep-alive connections, or one new connection per request",
+    )
+    p.add_argument("--devices", type=int, default=2000, help="devices provisioned (2000)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="gateway worker processes (default: WORKBENCH_GATEWAY_WORKERS)",
+    )
 
 
 add_bench(

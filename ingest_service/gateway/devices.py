@@ -13,11 +13,13 @@ import asyncio
 import base64
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from workbench.config import Config
 from workbench.registry.keys import derive_device_key, load_master_key
 from workbench.registry.store import Registry
+from workbench.tenancy.principal import Principal
 
 __all__ = ["DeviceCache", "DeviceEntry"]
 
@@ -44,7 +46,7 @@ class DeviceCache:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.registry = Registry(config)
+        self.registry = Registry(config, principal=Principal.system("gateway"))
         self.version: int | None = None
         self._devices: dict[str, DeviceEntry] = {}
         self._keys: dict[tuple[str, int], bytes] = {}
@@ -87,11 +89,12 @@ class DeviceCache:
         logger.info("registry version %s: %d devices", version, len(devices))
         return True
 
-    async def run(self) -> None:
-        """Poll for registry changes forever."""
+    async def run(self, on_change: Callable[[], None] | None = None) -> None:
+        """Poll for registry changes forever; call ``on_change`` after each reload."""
         while True:
             try:
-                await asyncio.to_thread(self.refresh)
+                if await asyncio.to_thread(self.refresh) and on_change is not None:
+                    on_change()
                 self.loaded.set()
             except Exception:  # keep serving the last good view
                 logger.exception("registry reload failed; keeping version %s", self.version)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from ingest_service.gateway.core import Gateway
@@ -33,7 +35,7 @@ def _problem_response(problem: Problem) -> web.Response:
         headers["Retry-After"] = str(problem.retry_after)
     return web.Response(
         status=problem.status,
-        body=json.dumps(problem.body()).encode(),
+        body=orjson.dumps(problem.body()),
         content_type="application/problem+json",
         headers=headers,
     )
@@ -41,6 +43,19 @@ def _problem_response(problem: Problem) -> web.Response:
 
 def _parse_constant(name: str) -> float:
     return float(name)  # NaN/Infinity parse, then fail validation as non-finite (422)
+
+
+def _loads(body: bytes) -> Any:
+    """orjson for the common case; the standard library for what orjson refuses but the
+    API answers precisely (NaN/Infinity and integers beyond 64 bits are 422, not 400)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body, parse_constant=_parse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Problem(400, "malformed", "the body is not valid JSON") from None
 
 
 async def _telemetry(request: web.Request) -> web.Response:
@@ -53,7 +68,9 @@ async def _telemetry(request: web.Request) -> web.Response:
         response = _problem_response(problem)
     else:
         gw.metrics.accepted.labels("http").inc(accepted)
-        response = web.json_response({"accepted": accepted}, status=202)
+        response = web.Response(
+            status=202, body=b'{"accepted":%d}' % accepted, content_type="application/json"
+        )
     gw.metrics.latency.labels("http").observe(time.perf_counter() - started)
     return response
 
@@ -67,13 +84,14 @@ async def _accept(gw: Gateway, request: web.Request) -> int:
     limit = config.gateway_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise Problem(413, "too_large", f"the body is larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
+    try:
+        # the whole body, however it is split into segments (read(n) would return a part)
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Problem(413, "too_large", f"the body is larger than {limit} bytes") from None
     if len(body) > limit:
         raise Problem(413, "too_large", f"the body is larger than {limit} bytes")
-    try:
-        doc = json.loads(body, parse_constant=_parse_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise Problem(400, "malformed", "the body is not valid JSON") from None
+    doc = _loads(body)
     if isinstance(doc, dict) and "events" in doc:
         if set(doc) != {"events"} or not isinstance(doc["events"], list):
             raise Problem(400, "malformed", 'a batch is {"events": [ ... ]} and nothing else')
@@ -133,14 +151,18 @@ async def _healthz(request: web.Request) -> web.Response:
         "devices": len(gw.devices),
         "broker": "ok" if gw.producer.healthy else "unavailable",
         "inflight": gw.producer.inflight,
+        "pid": os.getpid(),
     }
+    if gw.worker is not None:  # one of several workers: also what all of them serve
+        body["worker"] = gw.worker
+        body["workers"] = gw.config.gateway_workers
+        body["registry_version_all"] = gw.metrics.served_registry_version()
     return web.json_response(body, status=200 if loaded else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
-    gw.metrics.devices.set(len(gw.devices))
-    gw.metrics.registry_version.set(-1 if gw.devices.version is None else gw.devices.version)
+    gw.registry_changed()
     return web.Response(
         body=gw.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
     )
@@ -151,11 +173,17 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def _problems(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error, routing ones included, as problem+json."""
+async def _around(request: web.Request, handler: Any) -> web.StreamResponse:
+    """One middleware (each layer costs on every request):
+
+    * every error, routing ones included, as problem+json;
+    * count the requests being handled (the drain waits for them) and, while draining,
+      close each connection after its answer so keep-alive clients move to another worker.
+    """
+    gw = request.app[GATEWAY_KEY]
+    gw.http_inflight += 1
     try:
         response: web.StreamResponse = await handler(request)
-        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -163,17 +191,22 @@ async def _problems(request: web.Request, handler: Any) -> web.StreamResponse:
             exc.status, "malformed"
         )
         problem = Problem(exc.status, reason, exc.reason)
-        request.app[GATEWAY_KEY].reject("http", problem)
+        gw.reject("http", problem)
         response = _problem_response(problem)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
-        return response
+    finally:
+        gw.http_inflight -= 1
+    if gw.draining:
+        response.force_close()
+    return response
 
 
 def make_app(gateway: Gateway) -> web.Application:
     """The aiohttp application."""
     app = web.Application(
-        middlewares=[_problems], client_max_size=gateway.config.gateway_max_body_bytes + 1
+        middlewares=[_around],
+        client_max_size=gateway.config.gateway_max_body_bytes + 1,
     )
     app[GATEWAY_KEY] = gateway
     app.router.add_post("/v1/telemetry", _telemetry)

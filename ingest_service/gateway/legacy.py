@@ -5,6 +5,10 @@ Per connection, frame by frame: read one byte, pick the translator whose
 admit, validate and produce exactly like the HTTP gateway, and answer
 ``ok(seq)`` only after the broker acknowledged. Every refusal is answered with
 the translator's ``error(code, reason)`` and counted in ``/metrics``.
+
+Draining (:meth:`LegacyAdapter.drain`): stop listening, close connections
+that wait for their next frame, let a frame being handled get its answer,
+then close that connection too.
 """
 
 from __future__ import annotations
@@ -32,19 +36,47 @@ class LegacyAdapter:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self._server: asyncio.Server | None = None
+        self._idle: dict[asyncio.StreamWriter, bool] = {}  # open connections: waiting?
+        self._draining = False
+        self._closed = asyncio.Event()
         self.translators = load_translators()
         self._by_first = {bytes([t.first_byte]): t for t in self.translators.values()}
         for name in self.translators:
             gateway.metrics.declare_channel(name)
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        """Listen on ``host:port``."""
-        return await asyncio.start_server(self._serve, host, port, limit=4096)
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+        """Listen on ``host:port`` (shared with sibling workers when ``reuse_port``)."""
+        self._server = await asyncio.start_server(
+            self._serve, host, port, limit=4096, reuse_port=reuse_port or None
+        )
+        return self._server
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting and finish the frames in progress (at most ``timeout`` seconds)."""
+        self._draining = True
+        if self._server is not None:
+            self._server.close()
+        for writer, idle in list(self._idle.items()):
+            if idle:
+                writer.close()
+        if self._idle:
+            self._closed.clear()
+            try:
+                await asyncio.wait_for(self._closed.wait(), timeout)
+            except TimeoutError:
+                logger.warning("%d legacy connection(s) still busy; closing", len(self._idle))
+                for writer in list(self._idle):
+                    writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        if self._draining:
+            writer.close()
+            return
+        self._idle[writer] = True
         try:
-            while True:
+            while not self._draining:
                 try:
                     first = await asyncio.wait_for(reader.read(1), _IDLE_TIMEOUT_S)
                 except TimeoutError:
@@ -53,8 +85,10 @@ class LegacyAdapter:
                     break
                 if first in b"\r\n":
                     continue  # tolerate blank lines between FBK1 frames
+                self._idle[writer] = False
                 keep_open = await self._one(first, reader, writer)
                 await writer.drain()
+                self._idle[writer] = True
                 if not keep_open:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -62,6 +96,9 @@ class LegacyAdapter:
         except Exception:
             logger.exception("legacy connection from %s failed", peer)
         finally:
+            self._idle.pop(writer, None)
+            if not self._idle:
+                self._closed.set()
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()

@@ -1,6 +1,19 @@
-"""The gateway's Prometheus metrics (``GET /metrics``)."""
+"""The gateway's Prometheus metrics (``GET /metrics``).
+
+With several worker processes (``WORKBENCH_GATEWAY_WORKERS`` > 1) the metrics
+use prometheus-client's *multiprocess mode*: the parent points
+``PROMETHEUS_MULTIPROC_DIR`` of every worker at one fresh folder, each worker
+writes its values to its own memory-mapped files there, and whichever worker
+answers ``/metrics`` renders the sum over all of them. Counters and
+histograms of a worker that died stay in the sum (totals never go backwards
+when a worker is replaced); the gauges report over live workers only:
+``gateway_registry_devices`` the largest view, ``gateway_registry_version`` the
+*oldest* version any live worker serves.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -10,9 +23,13 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 
 
 class GatewayMetrics:
-    """Counters of accepted and rejected events/requests and a request latency histogram."""
+    """Counters of accepted and rejected events/requests and a request latency histogram.
 
-    def __init__(self) -> None:
+    ``multiprocess_dir`` is the folder shared by the workers (None: one process).
+    """
+
+    def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self.accepted = Counter(
             "gateway_events_accepted",
@@ -41,20 +58,37 @@ class GatewayMetrics:
         )
         self.devices = Gauge(
             "gateway_registry_devices",
-            "Devices in the gateway's registry view",
+            "Devices in the gateway's registry view (largest over live workers)",
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.registry_version = Gauge(
             "gateway_registry_version",
-            "Delta version of registry/devices the gateway serves",
+            "Delta version of registry/devices the gateway serves (oldest over live workers)",
             registry=self.registry,
+            multiprocess_mode="livemin",
         )
+        self.registry_version.set(-1)
 
     def declare_channel(self, channel: str) -> None:
         """Export a channel's series at zero before its first event."""
         self.accepted.labels(channel)
         self.latency.labels(channel)
 
+    def _collected(self) -> CollectorRegistry:
+        if self.multiprocess_dir is None:
+            return self.registry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        return merged
+
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition (over every worker in multiprocess mode)."""
+        return generate_latest(self._collected())
+
+    def served_registry_version(self) -> int | None:
+        """The registry version every live worker serves (None until all have loaded)."""
+        value = self._collected().get_sample_value("gateway_registry_version")
+        return None if value is None or value < 0 else int(value)

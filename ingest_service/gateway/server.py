@@ -1,12 +1,31 @@
-"""Run the gateway: HTTP on ``gateway_port`` and the legacy adapter on ``legacy_port``, in one
-process and one event loop."""
+"""Run the gateway: HTTP on ``gateway_port`` and the legacy adapter on ``legacy_port``.
+
+With ``WORKBENCH_GATEWAY_WORKERS`` = 1 this process serves both ports in one
+event loop. With more, it becomes the parent of that many worker processes
+(:mod:`ingest_service.gateway.workers`), each serving both ports through
+``SO_REUSEPORT``.
+
+A worker shuts down gracefully on SIGTERM/SIGINT, in this order:
+
+0. (start-up) listen only after the registry view is loaded;
+1. stop accepting on both ports (new connections go to sibling workers);
+2. finish the requests and legacy frames in progress: each still gets its
+   answer, so a batch being received gets its 202 once the broker acknowledged
+   it (at most ``WORKBENCH_GATEWAY_ACK_TIMEOUT`` + 2 s, then they are cancelled);
+3. flush and close the Kafka producer;
+4. exit.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -15,26 +34,54 @@ from ingest_service.gateway.http import make_app
 from ingest_service.gateway.legacy import LegacyAdapter
 from workbench.config import Config
 
-__all__ = ["run_gateway", "serve"]
+__all__ = ["run_gateway", "run_loop", "serve"]
 
 logger = logging.getLogger(__name__)
 
+_CONNECT_WAIT_S = 5.0
 
-async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (or SIGTERM/SIGINT when it is None)."""
-    gateway = Gateway(config)
+
+async def serve(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    worker: int | None = None,
+    metrics_dir: Path | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT when it is None), then drain.
+
+    ``worker`` (an index) makes this one of several processes sharing the ports.
+    """
+    gateway = Gateway(config, metrics_dir=metrics_dir, worker=worker)
     stop = stop or _signal_event()
-    poller = asyncio.create_task(gateway.devices.run(), name="registry-poller")
-    gateway.producer.start()
-    runner = web.AppRunner(make_app(gateway), access_log=None, handle_signals=False)
+    poller = asyncio.create_task(
+        gateway.devices.run(on_change=gateway.registry_changed), name="registry-poller"
+    )
+    connecting = asyncio.wrap_future(gateway.producer.start())
+    drain_s = config.gateway_ack_timeout + 2
+    runner = web.AppRunner(
+        make_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=drain_s
+    )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.gateway_port, backlog=1024)
+    shared = worker is not None
+    site = web.TCPSite(
+        runner, config.host, config.gateway_port, backlog=1024, reuse_port=shared or None
+    )
     legacy = LegacyAdapter(gateway)
+    name = "gateway" if worker is None else f"gateway worker {worker} (pid {os.getpid()})"
+    drained = False
     try:
+        # listen only once the registry is loaded (and, briefly, the broker connected): the
+        # kernel must not hand a worker that cannot authenticate anyone its share of devices
+        while not gateway.devices.loaded.is_set() and not stop.is_set():
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(connecting), _CONNECT_WAIT_S)
         await site.start()
-        server = await legacy.start(config.host, config.legacy_port)
+        await legacy.start(config.host, config.legacy_port, reuse_port=shared)
         logger.info(
-            "gateway on http://%s:%d, legacy adapter (%s) on %s:%d",
+            "%s on http://%s:%d, legacy adapter (%s) on %s:%d",
+            name,
             config.host,
             config.gateway_port,
             ", ".join(sorted(legacy.translators)),
@@ -42,15 +89,27 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             config.legacy_port,
         )
         await stop.wait()
-        server.close()
-        await server.wait_closed()
+        logger.info("%s draining", name)
+        gateway.draining = True
+        await site.stop()  # 1. no new HTTP connections (legacy: first step of its drain)
+        legacy_drained = asyncio.create_task(legacy.drain(drain_s))
+        # 2. aiohttp's own shutdown drops a request whose body is still arriving: wait for
+        # the requests being handled first, then let it close the idle connections
+        deadline = asyncio.get_running_loop().time() + drain_s
+        while gateway.http_inflight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await legacy_drained
+        await runner.cleanup()
+        drained = True
     finally:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
-        await runner.cleanup()
+        if not drained:
+            await runner.cleanup()
+        # 3. flush whatever is still buffered
         await asyncio.to_thread(gateway.producer.close)
-        logger.info("gateway stopped")
+        logger.info("%s stopped", name)
 
 
 def _signal_event() -> asyncio.Event:
@@ -61,7 +120,23 @@ def _signal_event() -> asyncio.Event:
     return event
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop (libuv: cheaper sockets and wake-ups per request than the
+    standard selector loop), or the standard loop where uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def run_gateway(config: Config) -> int:
     """Entry point of ``python -m ingest_service gateway``."""
-    asyncio.run(serve(config))
+    if config.gateway_workers > 1:
+        from ingest_service.gateway.workers import supervise
+
+        return supervise(config)
+    run_loop(serve(config))
     return 0

@@ -21,14 +21,17 @@ from typing import Any
 
 from workbench.events import KNOWN_READINGS, format_ts
 
-__all__ = ["Problem", "validate_event", "validate_readings"]
+__all__ = ["Problem", "stored_ts", "validate_event", "validate_readings"]
 
+_CANONICAL_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")  # as stored
 _TS = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _READING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_READINGS = 32
 _MAX_SEQ = 2**63 - 1
 _EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _EVENT_KEYS = frozenset({"ts", "seq", "readings", "device_id"})
+_VALID_NAMES: set[str] = set()  # reading names already checked (devices repeat theirs)
+_MAX_VALID_NAMES = 4096
 
 _TITLES = {
     400: "Malformed request",
@@ -110,21 +113,48 @@ def validate_readings(readings: Any) -> dict[str, Any]:
     if len(readings) > _MAX_READINGS:
         raise _invalid("readings", f"holds more than {_MAX_READINGS} readings")
     for name, value in readings.items():
-        field = f"readings.{name}"
-        if not _READING_NAME.match(name):
-            raise _invalid(field, "names are letters, digits and _, at most 64")
+        if name not in _VALID_NAMES:
+            if not isinstance(name, str) or not _READING_NAME.match(name):
+                raise _invalid(f"readings.{name}", "names are letters, digits and _, at most 64")
+            if len(_VALID_NAMES) < _MAX_VALID_NAMES:
+                _VALID_NAMES.add(name)
         expected = KNOWN_READINGS.get(name)
         if isinstance(value, bool):
             if expected is float:
-                raise _invalid(field, "must be a number")
+                raise _invalid(f"readings.{name}", "must be a number")
         elif isinstance(value, int | float):
             if expected is bool:
-                raise _invalid(field, "must be true or false")
+                raise _invalid(f"readings.{name}", "must be true or false")
             if not math.isfinite(value) or abs(value) > 1e15:
-                raise _invalid(field, "must be a finite number")
+                raise _invalid(f"readings.{name}", "must be a finite number")
         else:
-            raise _invalid(field, "must be a number or a boolean")
+            raise _invalid(f"readings.{name}", "must be a number or a boolean")
     return readings
+
+
+def stored_ts(value: Any, *, now: dt.datetime, max_future_s: float) -> str:
+    """``value`` as stored (UTC, milliseconds, ``Z``), checked like :func:`parse_ts`.
+
+    A timestamp already in that form (what well-behaved devices send) is checked and
+    kept as is instead of being parsed, converted and formatted again.
+
+    >>> now = dt.datetime(2026, 11, 27, 5, 31, tzinfo=dt.UTC)
+    >>> stored_ts("2026-11-27T05:30:00.123Z", now=now, max_future_s=60)
+    '2026-11-27T05:30:00.123Z'
+    >>> stored_ts("2026-11-27T06:30:00.1234+01:00", now=now, max_future_s=60)
+    '2026-11-27T05:30:00.123Z'
+    """
+    if isinstance(value, str) and len(value) == 24 and _CANONICAL_TS.match(value):
+        try:
+            ts = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise _invalid("ts", "is not a valid date and time") from None
+        if ts < _EARLIEST:
+            raise _invalid("ts", "is before 2000-01-01")
+        if (ts - now).total_seconds() > max_future_s:
+            raise _invalid("ts", f"is more than {max_future_s:.0f} s ahead of the gateway clock")
+        return value
+    return format_ts(parse_ts(value, now=now, max_future_s=max_future_s))
 
 
 def validate_event(
@@ -133,14 +163,14 @@ def validate_event(
     """``(ts as stored, seq, readings)`` of a device event, or raise a 422 Problem."""
     if not isinstance(event, Mapping):
         raise Problem(400, "malformed", "an event must be a JSON object")
-    unknown = set(event) - _EVENT_KEYS
-    if unknown:
-        raise _invalid(sorted(unknown)[0], "unknown field (events hold ts, seq and readings)")
+    if not event.keys() <= _EVENT_KEYS:
+        unknown = sorted(set(event) - _EVENT_KEYS, key=str)[0]
+        raise _invalid(unknown, "unknown field (events hold ts, seq and readings)")
     for required in ("ts", "seq", "readings"):
         if required not in event:
             raise _invalid(required, "is required")
     seq = event["seq"]
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _MAX_SEQ:
         raise _invalid("seq", "must be a whole number >= 0")
-    ts = parse_ts(event["ts"], now=now, max_future_s=max_future_s)
-    return format_ts(ts), seq, validate_readings(event["readings"])
+    ts = stored_ts(event["ts"], now=now, max_future_s=max_future_s)
+    return ts, seq, validate_readings(event["readings"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -11,11 +12,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import isolated_env
 from workbench.config import Config
 from workbench.registry import Registry, sas_token
+from workbench.tenancy.principal import Principal
 
 
 @dataclasses.dataclass
@@ -36,7 +39,7 @@ class LiveGateway:
     def provision(self, device_id: str, **kw: Any) -> str:
         kw.setdefault("building", "b-1")
         kw.setdefault("device_type", "environment")
-        self.keys[device_id] = self.registry.provision(device_id, actor="test", **kw).key
+        self.keys[device_id] = self.registry.provision(device_id, **kw).key
         return self.keys[device_id]
 
     def metrics(self) -> str:
@@ -44,9 +47,11 @@ class LiveGateway:
             return str(r.read().decode())
 
     def registry_version(self) -> int | None:
+        """The registry version the gateway serves (with several workers: all of them)."""
         with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as r:
-            version: int | None = json.loads(r.read())["registry_version"]
-            return version
+            health = json.loads(r.read())
+        version: int | None = health.get("registry_version_all", health["registry_version"])
+        return version
 
     def wait_for_registry(self, timeout: float = 10.0) -> None:
         """Until the gateway serves the registry's current version."""
@@ -89,16 +94,24 @@ def start_gateway(config: Config, env: dict[str, str]) -> subprocess.Popen[bytes
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the gateway and make sure none of its workers outlives it."""
+    try:
+        workers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    for worker in alive:
+        worker.kill()
 
 
-@pytest.fixture
-def gateway(kafka_config: Config) -> Iterator[LiveGateway]:
+@contextlib.contextmanager
+def live_gateway(kafka_config: Config, **overrides: str) -> Iterator[LiveGateway]:
     """A gateway on free ports; tenant t-1, building b-1 and device dev-1 provisioned."""
     kafka_config.home.mkdir(parents=True, exist_ok=True)
     env = isolated_env(
@@ -110,11 +123,12 @@ def gateway(kafka_config: Config) -> Iterator[LiveGateway]:
         WORKBENCH_GATEWAY_MAX_BODY="65536",
         WORKBENCH_GATEWAY_MAX_BATCH="1000",
         WORKBENCH_LOG_LEVEL="INFO",
+        **overrides,
     )
     config = Config.from_env(env)
-    registry = Registry(config)
-    registry.add_tenant("t-1", actor="test")
-    registry.add_building("b-1", tenant="t-1", actor="test")
+    registry = Registry(config, principal=Principal.system("test"))
+    registry.add_tenant("t-1")
+    registry.add_building("b-1", tenant="t-1")
     live = LiveGateway(config, env, registry, {}, None)  # type: ignore[arg-type]
     live.provision("dev-1", floor=3, room="3.12")
     live.proc = start_gateway(config, env)
@@ -122,3 +136,10 @@ def gateway(kafka_config: Config) -> Iterator[LiveGateway]:
         yield live
     finally:
         stop(live.proc)
+
+
+@pytest.fixture
+def gateway(kafka_config: Config) -> Iterator[LiveGateway]:
+    """A gateway with the default number of workers (WORKBENCH_GATEWAY_WORKERS)."""
+    with live_gateway(kafka_config) as live:
+        yield live

@@ -103,8 +103,8 @@ def test_each_refusal_has_its_status_and_shows_in_metrics(gateway: LiveGateway):
     gateway.provision("dev-off")
     gateway.provision("dev-gone")
     gateway.provision("dev-2")
-    gateway.registry.disable("dev-off", actor="test")
-    gateway.registry.deprovision("dev-gone", actor="test")
+    gateway.registry.disable("dev-off")
+    gateway.registry.deprovision("dev-gone")
     gateway.wait_for_registry()
     good = _event(1)
     other_key = gateway.keys["dev-2"]
@@ -200,7 +200,7 @@ def test_each_refusal_has_its_status_and_shows_in_metrics(gateway: LiveGateway):
 
 def test_registry_changes_reach_the_gateway_without_restart(gateway: LiveGateway):
     assert _post(gateway, _event(1)).status_code == 202
-    gateway.registry.deprovision("dev-1", actor="test")
+    gateway.registry.deprovision("dev-1")
     started = time.monotonic()
     wait_until(lambda: _post(gateway, _event(2)).status_code == 403, timeout=5.0)
     took = time.monotonic() - started
@@ -209,7 +209,7 @@ def test_registry_changes_reach_the_gateway_without_restart(gateway: LiveGateway
     gateway.provision("dev-new")
     wait_until(lambda: _post(gateway, _event(1), device="dev-new").status_code == 202, 5.0)
     old_token = gateway.token("dev-new")
-    gateway.keys["dev-new"] = gateway.registry.rotate_key("dev-new", actor="test").key
+    gateway.keys["dev-new"] = gateway.registry.rotate_key("dev-new").key
     wait_until(
         lambda: (
             _post(gateway, _event(2), device="dev-new", Authorization=old_token).status_code == 401
