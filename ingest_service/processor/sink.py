@@ -13,9 +13,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -28,6 +27,7 @@ from workbench.lake.tables import (
     TELEMETRY,
     TELEMETRY_REJECTED,
     open_table,
+    retry_on_conflict,
     storage_options,
     table_uri,
     writer_properties,
@@ -38,15 +38,12 @@ __all__ = [
     "app_id",
     "committed_offsets",
     "merge_metrics",
-    "retry_on_conflict",
     "upsert_state",
     "write_rejected",
     "write_telemetry",
 ]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,21 +131,6 @@ def write_rejected(
         writer_properties=writer_properties(TELEMETRY_REJECTED),
         commit_properties=_commit(group, config.topic, offsets),
     )
-
-
-def retry_on_conflict(action: Callable[[], T], *, what: str, attempts: int = 20) -> T:
-    """Run ``action``; when a concurrent writer won the commit, reload and run it again."""
-    from deltalake.exceptions import CommitFailedError
-
-    for attempt in range(attempts):
-        try:
-            return action()
-        except CommitFailedError as exc:
-            if attempt == attempts - 1:
-                raise
-            logger.info("%s: concurrent commit (%s), retrying", what, str(exc).splitlines()[0])
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 def _case_min(col: str) -> str:

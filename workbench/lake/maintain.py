@@ -28,7 +28,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from workbench.config import Config
-from workbench.lake.tables import TABLES, TELEMETRY, open_table, writer_properties
+from workbench.lake.tables import (
+    TABLES,
+    TELEMETRY,
+    open_table,
+    retry_on_conflict,
+    writer_properties,
+)
 
 __all__ = ["maintain"]
 
@@ -37,20 +43,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SMALL_FILE = 32 * 1024 * 1024
-
-
-def _retry(action: Callable[[], T], what: str, attempts: int = 10) -> T:
-    from deltalake.exceptions import CommitFailedError
-
-    for attempt in range(attempts):
-        try:
-            return action()
-        except CommitFailedError as exc:
-            if attempt == attempts - 1:
-                raise
-            logger.info("%s: lost a commit race (%s); retrying", what, str(exc).splitlines()[0])
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 def _small_files_by_date(table: Any, since: dt.date) -> dict[str, int]:
@@ -139,7 +131,9 @@ def maintain(
             for day, small in sorted(_small_files_by_date(table, since).items()):
                 if small < 2:
                     continue
-                r, a = _retry(partial(_rewrite_sorted, config, day), f"rewrite {day}")
+                r, a = retry_on_conflict(
+                    partial(_rewrite_sorted, config, day), what=f"rewrite {day}"
+                )
                 removed += r
                 added += a
         else:
@@ -152,7 +146,7 @@ def maintain(
                 )
                 return result
 
-            metrics = _retry(compact, f"compact {name}")
+            metrics = retry_on_conflict(compact, what=f"compact {name}")
             removed += int(metrics.get("numFilesRemoved", 0))
             added += int(metrics.get("numFilesAdded", 0))
         row["files_removed"], row["files_added"] = removed, added

@@ -11,13 +11,17 @@ names the whole lake; each table is a Delta table under it.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from workbench.config import Config
 from workbench.lake import schemas
+
+T = TypeVar("T")
 
 __all__ = [
     "BUILDING_METRICS_1M",
@@ -28,6 +32,7 @@ __all__ = [
     "TableSpec",
     "ensure_tables",
     "open_table",
+    "retry_on_conflict",
     "storage_options",
     "table_uri",
     "writer_properties",
@@ -125,3 +130,18 @@ def writer_properties(name: str) -> Any:
     return WriterProperties(
         compression="ZSTD", compression_level=3, column_properties=columns or None
     )
+
+
+def retry_on_conflict(action: Callable[[], T], *, what: str, attempts: int = 20) -> T:
+    """Run ``action``; when a concurrent writer won the commit, reload and run it again."""
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(attempts):
+        try:
+            return action()
+        except CommitFailedError as exc:
+            if attempt == attempts - 1:
+                raise
+            logger.info("%s: concurrent commit (%s), retrying", what, str(exc).splitlines()[0])
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -75,7 +75,8 @@ def test_rows_appended_while_compacting_survive(tmp_path: Path) -> None:
     overwrite starts from the snapshot it read, so the commit conflicts and is redone."""
     from functools import partial
 
-    from workbench.lake.maintain import _retry, _rewrite_sorted
+    from workbench.lake.maintain import _rewrite_sorted
+    from workbench.lake.tables import retry_on_conflict
 
     config = Config.from_env(
         {"WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_LAKE": str(tmp_path / "lake")}
@@ -96,7 +97,9 @@ def test_rows_appended_while_compacting_survive(tmp_path: Path) -> None:
         processor.assign([0])
         processor.process(RecordBatch(late_values, [None] * 5, [0] * 5, list(range(120, 125))))
 
-    _retry(partial(_rewrite_sorted, config, day, before_write=processor_appends), "rewrite")
+    retry_on_conflict(
+        partial(_rewrite_sorted, config, day, before_write=processor_appends), what="rewrite"
+    )
     stored = lake.telemetry(config, principal=ADMIN)
     assert stored.height == 125
     assert set(stored.filter(pl.col("device_id").str.starts_with("late"))["device_id"]) == {
