@@ -1,8 +1,8 @@
 """Roles by doors: every principal sees exactly its scope, through every door.
 
-Doors covered here: the Python API (Registry reads and writes) and the CLI
-(`--as USER`). The lake reading API, the dashboards and the HiveServer2
-endpoint have their own matrix tests next to them.
+Doors covered here: the Python API (Registry reads and writes, the lake reading
+API) and the CLI (`--as USER`). The dashboards (tests/workbench/dashboards) and
+the HiveServer2 endpoint (tests/ingest_service/hiveserver2) have theirs next to them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ SCOPE = {
     "vic": {"dev-a1-1", "dev-a1-2"},
     "otto": {"dev-b1-1", "dev-b1-2"},
     "bert": {"dev-b1-1", "dev-b1-2"},
+}
+BUILDINGS_IN_SCOPE = {
+    "ada": {"b-a1", "b-a2", "b-b1"},
+    "olga": {"b-a1", "b-a2"},
+    "anna": {"b-a1", "b-a2"},
+    "vic": {"b-a1"},
+    "otto": {"b-b1"},
+    "bert": {"b-b1"},
 }
 HOSTILE_FILTERS = ["t-b", "*", "%", "t-a' OR '1'='1", "b-b1", "' OR 1=1 --", ".*"]
 
@@ -118,3 +126,45 @@ def test_cli_refuses_foreign_writes_and_user_management(tenancy, tmp_path):
         env, "devices", "provision", "dev-v", "--building", "b-a1", "--type", "smoke", "--as", "vic"
     )
     assert viewer.returncode == 1 and "not authorized" in viewer.stderr
+
+
+@pytest.fixture(scope="module")
+def lake_with_two_tenants(tenancy):
+    """Telemetry and aggregates of every device, written by the processor's own path."""
+    import datetime as dt
+
+    from ingest_service.processor.decode import RecordBatch
+    from ingest_service.processor.processor import Processor
+    from ingest_service.processor.windows import FixedClock
+    from tests.ingest_service.processor.conftest import T0, encode, event
+    from tests.workbench.tenancy.conftest import LAYOUT
+
+    values = [
+        encode(event(device, 1, T0, building=building, tenant_id=tenant))
+        for tenant, buildings in LAYOUT.items()
+        for building, devices in buildings.items()
+        for device in devices
+    ]
+    processor = Processor(tenancy.config, clock=FixedClock(T0 + dt.timedelta(seconds=30)))
+    processor.assign([0])
+    processor.process(
+        RecordBatch(values, [None] * len(values), [0] * len(values), list(range(len(values))))
+    )
+    return T0
+
+
+@pytest.mark.parametrize("user", sorted(USERS))
+def test_reading_api_returns_exactly_the_principals_scope(tenancy, lake_with_two_tenants, user):
+    from workbench.lake import building_metrics, building_state, telemetry
+    from workbench.tenancy import Principal
+
+    role, tenant, buildings = USERS[user]
+    me = Principal(user, role, tenant, frozenset(buildings))
+    assert set(telemetry(tenancy.config, principal=me)["device_id"]) == SCOPE[user] - {"dev-olga-1"}
+    expected_buildings = BUILDINGS_IN_SCOPE[user]
+    assert set(building_state(tenancy.config, principal=me)["building_id"]) == expected_buildings
+    for value in [*HOSTILE_FILTERS, "b-b1", "b-a2"]:
+        rows = telemetry(tenancy.config, building_id=value, principal=me)
+        assert set(rows["device_id"]) <= SCOPE[user]
+        metrics = building_metrics(tenancy.config, building_id=value, principal=me)
+        assert set(metrics["building_id"]) <= expected_buildings
