@@ -17,6 +17,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "simulator.bench",
     "ingest_service.processor.bench",
     "workbench.lake.bench",
+    "ingest_service.processor.freshness_bench",
 )
 
 
