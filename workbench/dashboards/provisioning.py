@@ -27,6 +27,7 @@ import polars as pl
 from workbench.config import Config
 from workbench.dashboards.data import registry_for
 from workbench.exceptions import AlreadyExists, ImportRejected, InvalidInput, NotFound
+from workbench.registry.store import DEVICE_LISTING
 from workbench.tenancy import Principal
 
 __all__ = ["ProvisioningActions"]
@@ -202,16 +203,4 @@ class ProvisioningActions:
                     for c in ("device_id", "building_id", "room")
                 )
             )
-        return frame.select(
-            "device_id",
-            "tenant_id",
-            "building_id",
-            "floor",
-            "room",
-            "device_type",
-            "protocol",
-            "status",
-            "key_version",
-            "updated_at",
-            "updated_by",
-        ).head(limit)
+        return frame.select(DEVICE_LISTING).head(limit)

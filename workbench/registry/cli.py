@@ -19,7 +19,7 @@ from workbench.config import Config
 from workbench.events import DEVICE_TYPES
 from workbench.exceptions import ImportRejected
 from workbench.registry.keys import sas_token
-from workbench.registry.store import PROTOCOLS, Registry
+from workbench.registry.store import DEVICE_LISTING, PROTOCOLS, Registry
 from workbench.tenancy.cli import add_principal_option, resolve_principal
 
 __all__ = ["register"]
@@ -135,20 +135,7 @@ def _list(config: Config, args: argparse.Namespace) -> int:
     frame = _registry(config, args).devices(
         tenant=args.tenant, building=args.building, status=args.status
     )
-    columns = [
-        "device_id",
-        "tenant_id",
-        "building_id",
-        "floor",
-        "room",
-        "device_type",
-        "protocol",
-        "status",
-        "key_version",
-        "updated_at",
-        "updated_by",
-    ]
-    _print_frame(frame, args.json, columns)
+    _print_frame(frame, args.json, list(DEVICE_LISTING))
     return 0
 
 

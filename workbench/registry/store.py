@@ -39,6 +39,7 @@ from workbench.registry.keys import derive_device_key, load_master_key
 from workbench.tenancy.principal import Principal
 
 __all__ = [
+    "DEVICE_LISTING",
     "DEVICE_STATUSES",
     "PROTOCOLS",
     "Device",
@@ -92,6 +93,8 @@ DEVICES = pa.schema(
         *_AUDIT,
     ]
 )
+# what device listings show (CLI, provisioning notebook): every column but `created_*`
+DEVICE_LISTING = tuple(n for n in DEVICES.names if not n.startswith("created_"))
 _SCHEMAS = {"tenants": TENANTS, "buildings": BUILDINGS, "devices": DEVICES}
 _KEYS = {"tenants": "tenant_id", "buildings": "building_id", "devices": "device_id"}
 
