@@ -13,14 +13,25 @@ import dataclasses
 import datetime as dt
 import json
 import platform
+import statistics
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from workbench.cli import print_table
 from workbench.config import Config
 
-__all__ = ["Bench", "add_bench", "benches", "print_table", "record_result", "results_path"]
+__all__ = [
+    "Bench",
+    "Timing",
+    "add_bench",
+    "benches",
+    "print_table",
+    "record_result",
+    "results_path",
+    "timed_runs",
+]
 
 BenchHandler = Callable[[Config, argparse.Namespace], int]
 
@@ -71,3 +82,27 @@ def record_result(config: Config, bench: str, figures: Mapping[str, Any]) -> Pat
     with path.open("a") as f:
         f.write(json.dumps(line, default=str) + "\n")
     return path
+
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing(Generic[T]):
+    """Wall-clock figures of repeated runs of one action, and its last result."""
+
+    median_s: float
+    best_s: float
+    worst_s: float
+    result: T
+
+
+def timed_runs(action: Callable[[], T], *, runs: int) -> Timing[T]:
+    """Run ``action`` once to warm caches (not counted), then ``runs`` times, timed."""
+    result = action()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        result = action()
+        times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), min(times), max(times), result)

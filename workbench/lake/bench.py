@@ -18,10 +18,11 @@ import shutil
 import statistics
 import time
 
-from workbench.bench import add_bench, print_table, record_result
+from workbench.bench import add_bench, print_table, record_result, timed_runs
 from workbench.cli import say
 from workbench.config import Config
 from workbench.lake.read import building_state, telemetry
+from workbench.query.bench import add_lake_options, ensure_bench_lake
 from workbench.tenancy.principal import Principal
 
 __all__ = ["bench_lake"]
@@ -56,7 +57,6 @@ def _state_lake(config: Config, devices: int) -> tuple[Config, list[str]]:
 
 def bench_lake(config: Config, args: argparse.Namespace) -> int:
     """Time both questions, print a table and append the figures to results.jsonl."""
-    from workbench.query.bench import ensure_bench_lake
 
     rows: list[list[object]] = []
     figures: dict[str, object] = {"events": args.events, "devices": args.devices}
@@ -83,27 +83,27 @@ def bench_lake(config: Config, args: argparse.Namespace) -> int:
         config, events=args.events, devices=args.devices, days=args.days
     )
     building = "b-0001"
-    times, n = [], 0
-    for _ in range(args.runs + 1):  # the first run warms caches; not counted
-        t0 = time.perf_counter()
-        n = telemetry(
-            lake_config,
-            building_id=building,
-            start=end - dt.timedelta(hours=3),
-            end=end,
-            principal=_READER,
-        ).height
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times[1:])
+    t = timed_runs(
+        lambda: (
+            telemetry(
+                lake_config,
+                building_id=building,
+                start=end - dt.timedelta(hours=3),
+                end=end,
+                principal=_READER,
+            ).height
+        ),
+        runs=args.runs,
+    )
     rows.append(
         [
             f"{building}, last 3 h of {args.events:,} events",
-            n,
-            f"{median * 1e3:.0f}",
-            f"{max(times[1:]) * 1e3:.0f}",
+            t.result,
+            f"{t.median_s * 1e3:.0f}",
+            f"{t.worst_s * 1e3:.0f}",
         ]
     )
-    figures["building_3h_median_s"], figures["building_3h_rows"] = round(median, 4), n
+    figures["building_3h_median_s"], figures["building_3h_rows"] = round(t.median_s, 4), t.result
 
     print_table(rows, header=["question", "rows / buildings", "p50|median ms", "p99|max ms"])
     say(f"results appended to {record_result(config, 'lake', figures)}")
@@ -111,9 +111,7 @@ def bench_lake(config: Config, args: argparse.Namespace) -> int:
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--events", type=int, default=10_000_000, help="events in the lake (10 M)")
-    p.add_argument("--devices", type=int, default=10_000, help="devices (10,000)")
-    p.add_argument("--days", type=float, default=7.0, help="days the events span (7)")
+    add_lake_options(p)
     p.add_argument("--calls", type=int, default=200, help="building_state calls (200)")
     p.add_argument("--runs", type=int, default=5, help="timed 3-hour reads (5)")
 

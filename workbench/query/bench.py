@@ -15,15 +15,14 @@ import dataclasses
 import datetime as dt
 import shutil
 import socket
-import statistics
-import time
 
-from workbench.bench import add_bench, print_table, record_result
+from workbench.bench import add_bench, print_table, record_result, timed_runs
 from workbench.cli import say
 from workbench.config import Config
 
 __all__ = [
     "QUERIES",
+    "add_lake_options",
     "bench_query",
     "ensure_bench_lake",
 ]
@@ -117,15 +116,14 @@ def bench_query(config: Config, args: argparse.Namespace) -> int:
         cursor.arraysize = 10_000
         for name, template in QUERIES.items():
             sql = template.format(**params)
-            times, n = [], 0
-            for _ in range(args.runs + 1):  # the first run warms caches; not counted
-                t0 = time.perf_counter()
+
+            def run(sql: str = sql) -> int:
                 cursor.execute(sql)
-                n = len(cursor.fetchall())
-                times.append(time.perf_counter() - t0)
-            median = statistics.median(times[1:])
-            rows_out.append([name, n, f"{median * 1000:.0f}", f"{min(times[1:]) * 1000:.0f}"])
-            figures[name] = {"median_s": round(median, 4), "rows": n}
+                return len(cursor.fetchall())
+
+            t = timed_runs(run, runs=args.runs)
+            rows_out.append([name, t.result, f"{t.median_s * 1e3:.0f}", f"{t.best_s * 1e3:.0f}"])
+            figures[name] = {"median_s": round(t.median_s, 4), "rows": t.result}
         conn.close()
     finally:
         server.stop()
@@ -135,10 +133,15 @@ def bench_query(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
+def add_lake_options(p: argparse.ArgumentParser) -> None:
+    """The size of the shared benchmark lake (see :func:`ensure_bench_lake`)."""
     p.add_argument("--events", type=int, default=10_000_000, help="events in the lake (10 M)")
     p.add_argument("--devices", type=int, default=10_000, help="devices sending them (10,000)")
     p.add_argument("--days", type=float, default=7.0, help="days the events span (7)")
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    add_lake_options(p)
     p.add_argument("--runs", type=int, default=5, help="timed runs per query (5)")
 
 
