@@ -213,14 +213,13 @@ class UserStore:
         row.update(values)
         row.update({"updated_at": _now(), "updated_by": by.user})
         source = pa.Table.from_pylist([row], schema=USERS)
-        columns = ", ".join(values) + ", updated_at, updated_by"
         self._registry.merge(
             "users",
             source,
             "t.user_id = s.user_id",
             actor=by.user,
             operation=op,
-            update={c.strip(): f"s.{c.strip()}" for c in columns.split(",")},
+            update={c: f"s.{c}" for c in [*values, "updated_at", "updated_by"]},
         )
         return self.get(user_id)
 
