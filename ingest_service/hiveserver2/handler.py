@@ -14,6 +14,7 @@ import logging
 import queue
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -330,10 +331,8 @@ class Backend:
         """Close every session, stop the pool, flush the audit log."""
         with self._lock:
             sessions = list(self.sessions.values())
-            self.sessions.clear()
-            self.operations.clear()
         for session in sessions:
-            session.query.close()
+            self.close_session(session)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._audit_q.put(None)
         self._audit_thread.join(timeout=10)
@@ -357,13 +356,30 @@ class Backend:
             return self.sessions[handle.sessionId.guid]
 
     def close_session(self, session: _Session) -> None:
-        """Close a session and its operations."""
+        """Close a session and its operations: cancel what still runs, wait for it to stop
+        (DuckDB refuses to close a connection a statement is using), then close."""
         with self._lock:
             self.sessions.pop(session.handle.guid, None)
-            for op in session.ops:
-                self.operations.pop(op, None)
-        session.query.interrupt()
+            ops = [o for guid in session.ops if (o := self.operations.pop(guid, None))]
+        for op in ops:
+            self.cancel(op)
         session.query.close()
+
+    def cancel(self, op: _Operation, *, timeout: float = 30.0) -> None:
+        """Cancel ``op`` if it has not finished, and wait until its statement has stopped.
+
+        An interrupt that reaches DuckDB before the statement starts is lost, so it is
+        repeated until the operation reports done."""
+        if op.state in (t.TOperationState.RUNNING_STATE, t.TOperationState.INITIALIZED_STATE):
+            op.state = t.TOperationState.CANCELED_STATE
+        if op.state != t.TOperationState.CANCELED_STATE or op.done.is_set():
+            return
+        deadline = time.monotonic() + timeout
+        while not op.done.wait(0.05):
+            op.session.query.interrupt()
+            if time.monotonic() > deadline:
+                logger.warning("operation did not stop within %.0f s of its cancel", timeout)
+                return
 
     # --- operations ------------------------------------------------------------------------
 
@@ -389,6 +405,8 @@ class Backend:
 
         def execute() -> None:
             try:
+                if op.state != t.TOperationState.RUNNING_STATE:
+                    return  # cancelled before it started
                 result = work()
                 if op.state == t.TOperationState.RUNNING_STATE:
                     op.result = result
@@ -399,8 +417,9 @@ class Backend:
                     op.state = t.TOperationState.ERROR_STATE
             except Exception as exc:
                 logger.exception("operation failed")
-                op.error = f"internal error: {type(exc).__name__}: {exc}"
-                op.state = t.TOperationState.ERROR_STATE
+                if op.state == t.TOperationState.RUNNING_STATE:
+                    op.error = f"internal error: {type(exc).__name__}: {exc}"
+                    op.state = t.TOperationState.ERROR_STATE
             finally:
                 op.done.set()
 
@@ -639,9 +658,7 @@ class Handler:
             op = self.backend.operation(req.operationHandle)
         except KeyError:
             return t.TCancelOperationResp(status=_error("invalid operation handle", "HY000"))
-        if op.state in (t.TOperationState.RUNNING_STATE, t.TOperationState.INITIALIZED_STATE):
-            op.state = t.TOperationState.CANCELED_STATE
-            op.session.query.interrupt()
+        self.backend.cancel(op)
         return t.TCancelOperationResp(status=_ok())
 
     def CloseOperation(self, req: t.TCloseOperationReq) -> t.TCloseOperationResp:
