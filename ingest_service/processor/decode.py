@@ -10,6 +10,12 @@ Every input record ends in exactly one of the two outputs: ``accepted`` (the
 ``telemetry`` columns, without ``ingested_at``, ``late`` and ``event_date``,
 which the processor adds) or ``rejected`` (``reason`` plus the raw record and
 its source).
+
+Readings with unknown names go to ``extra`` (a JSON object), except those the
+table has a promoted column for (``promoted``, see :mod:`workbench.lake.promote`):
+their value goes to that column when the column's type holds it exactly, and
+stays in ``extra`` otherwise. A promoted reading never rejects an event, so
+which records are accepted does not depend on the table's columns.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import datetime as dt
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -71,9 +77,14 @@ class RecordBatch:
 
 
 def decode(
-    batch: RecordBatch, *, now: dt.datetime, limits: Limits
+    batch: RecordBatch,
+    *,
+    now: dt.datetime,
+    limits: Limits,
+    promoted: Mapping[str, pa.DataType] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split ``batch`` into (accepted telemetry rows, rejected rows with a reason).
+    """Split ``batch`` into (accepted telemetry rows, rejected rows with a reason);
+    ``promoted`` names the table's promoted reading columns and their types.
 
     >>> import datetime as dt
     >>> ok = b'{"device_id":"d1","seq":1,"ts":"2026-01-01T00:00:00Z","tenant_id":"t",'
@@ -82,7 +93,13 @@ def decode(
     ...                   now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), limits=Limits())
     >>> acc["temperature"].to_list(), rej["reason"].to_list()
     ([20.0], ['malformed: not valid JSON'])
+    >>> co2 = ok.replace(b'"temperature":20', b'"co2":412,"voc":3')
+    >>> acc, _ = decode(RecordBatch([co2], [None], [0], [0]), now=dt.datetime(2026, 1, 1,
+    ...                 tzinfo=dt.UTC), limits=Limits(), promoted={"co2": pa.float64()})
+    >>> acc["co2"].to_list(), acc["extra"].to_list()
+    ([412.0], ['{"voc":3}'])
     """
+    columns = _promoted_dtypes(promoted or {})
     source = pl.DataFrame(
         {
             "_row": pl.Series(range(len(batch)), dtype=pl.Int64),
@@ -93,7 +110,9 @@ def decode(
     pieces: list[pl.DataFrame] = []
     malformed: list[tuple[int, str]] = []
     _parse(batch.values, 0, pieces, malformed)
-    frames = [_normalize(p, now=now, limits=limits) for p in pieces]
+    if not pieces:  # nothing parsed: the columns still have to exist, with their types
+        pieces.append(pl.DataFrame(schema={"_row": pl.Int64}))
+    frames = [_normalize(p, now=now, limits=limits, promoted=columns) for p in pieces]
     if malformed:
         rows, reasons = zip(*malformed, strict=True)
         frames.append(
@@ -107,7 +126,7 @@ def decode(
             pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame({"_row": []})
         )
         checked = source.join(checked, on="_row", how="left").sort("_row")
-    accepted = checked.filter(pl.col("reason").is_null()).select(_ACCEPTED_COLUMNS)
+    accepted = checked.filter(pl.col("reason").is_null()).select(*_ACCEPTED_COLUMNS, *columns)
     bad = checked.filter(pl.col("reason").is_not_null())
     rejected = bad.select(
         "reason",
@@ -187,7 +206,19 @@ def _why_malformed(value: bytes, exc: Exception) -> str:
     return f"malformed: {str(exc).splitlines()[0][:200]}"
 
 
-def _normalize(frame: pl.DataFrame, *, now: dt.datetime, limits: Limits) -> pl.DataFrame:
+def _promoted_dtypes(promoted: Mapping[str, pa.DataType]) -> dict[str, _DType]:
+    """The polars types of the promoted reading columns."""
+    if not promoted:
+        return {}
+    empty = pa.schema([pa.field(n, t) for n, t in promoted.items()]).empty_table()
+    frame = pl.from_arrow(empty)
+    assert isinstance(frame, pl.DataFrame)
+    return dict(frame.schema)
+
+
+def _normalize(
+    frame: pl.DataFrame, *, now: dt.datetime, limits: Limits, promoted: Mapping[str, _DType]
+) -> pl.DataFrame:
     """Cast an inferred frame to the telemetry types and name each row's first problem."""
     cols = set(frame.columns)
     problems: list[pl.Expr] = []  # evaluated in order: the first failing check is the reason
@@ -196,13 +227,16 @@ def _normalize(frame: pl.DataFrame, *, now: dt.datetime, limits: Limits) -> pl.D
     def raw(name: str) -> pl.Expr:
         return pl.col(name) if name in cols else pl.lit(None)
 
+    strings: dict[str, pl.Expr] = {}
     for name in _REQUIRED_STRINGS:
         dtype = frame.schema.get(name)
         good = pl.col(name).cast(pl.String) if dtype == pl.String else pl.lit(None, pl.String)
         problems.append(pl.when(good.is_null()).then(pl.lit(_missing_or_wrong(name, dtype))))
         out.append(good.alias(name))
+        strings[name] = good
     problems.append(
-        pl.when(~pl.col("device_type").is_in(DEVICE_TYPES)).then(
+        # not pl.col("device_type"): a batch whose records all lack it has no such column
+        pl.when(~strings["device_type"].is_in(DEVICE_TYPES)).then(
             pl.lit("invalid: device_type is not one of " + "|".join(DEVICE_TYPES))
         )
     )
@@ -262,11 +296,18 @@ def _normalize(frame: pl.DataFrame, *, now: dt.datetime, limits: Limits) -> pl.D
         out.append(value.alias(name))
     unknown = [n for n in fields if n not in KNOWN_READINGS]
     out.append(pl.lit(None, pl.String).alias("extra"))
+    leftovers: dict[str, pl.Expr] = {}  # per promoted reading: what its column cannot hold
+    for name, target in promoted.items():
+        kind = fields.get(name)
+        value_raw = pl.col("readings").struct.field(name) if kind is not None else pl.lit(None)
+        value = _cast_promoted(value_raw, kind, target)
+        out.append(value.alias(name))
+        leftovers[name] = pl.when(value.is_null()).then(value_raw).alias(name)
 
     reason = pl.coalesce(*problems) if problems else pl.lit(None, pl.String)
     result = frame.select(*out, reason.alias("reason"))
     if unknown:
-        result = result.with_columns(_extra(frame, unknown))
+        result = result.with_columns(_extra(frame, unknown, leftovers))
     return result
 
 
@@ -310,10 +351,32 @@ def _cast_reading(value: pl.Expr, dtype: _DType | None, target: _DType) -> pl.Ex
     return pl.lit(None, pl.Float64)
 
 
-def _extra(frame: pl.DataFrame, unknown: list[str]) -> pl.Series:
-    """Readings with unknown names as a JSON object per row (only the names a row has)."""
+def _cast_promoted(value: pl.Expr, dtype: _DType | None, target: _DType) -> pl.Expr:
+    """``value`` in a promoted column's type where that type holds it exactly, else null:
+    numbers for floating columns, whole numbers for integer columns, JSON booleans and
+    strings for boolean and string columns. :func:`workbench.lake.promote.coerce` is the
+    same rule for one value."""
+    if dtype is None or dtype == pl.Null:
+        return pl.lit(None, target)
+    if target.is_float() and dtype.is_numeric():
+        return value.cast(target, strict=False)
+    if target.is_integer() and dtype.is_integer():
+        return value.cast(target, strict=False)
+    if target.is_integer() and dtype.is_float():
+        whole = (value == value.round(0)) & (value.abs() < 2.0**63)
+        return pl.when(whole).then(value.cast(target, strict=False)).otherwise(None)
+    if target == dtype and target in (pl.Boolean, pl.String):
+        return value
+    return pl.lit(None, target)
+
+
+def _extra(frame: pl.DataFrame, unknown: list[str], leftovers: dict[str, pl.Expr]) -> pl.Series:
+    """Readings with unknown names as a JSON object per row (only the names a row has);
+    ``leftovers`` replaces the values of promoted readings (null where their column took
+    the value)."""
+    fields = [leftovers.get(n, pl.col("readings").struct.field(n)) for n in unknown]
     encoded = (
-        pl.struct([pl.col("readings").struct.field(n) for n in unknown])
+        pl.struct(fields)
         .struct.json_encode()
         .str.replace_all(r'"(?:[^"\\]|\\.)*":null,?', "")  # names this row lacks
         .str.replace(r",}$", "}")

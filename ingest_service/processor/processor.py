@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable
 
 import polars as pl
+import pyarrow as pa
 
 from ingest_service.processor import sink
 from ingest_service.processor.decode import Limits, RecordBatch, decode
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 _UTC_US = pl.Datetime("us", "UTC")
 # The dedup index forgets events older than WORKBENCH_DEDUP_WINDOW this often.
 _PRUNE_EVERY = dt.timedelta(seconds=60)
+# Schema changes one telemetry commit may meet in a row before the processor gives up.
+_SCHEMA_RETRIES = 10
 
 
 @dataclasses.dataclass
@@ -74,6 +77,8 @@ class Processor:
         self.watermarks: dict[int, dt.datetime] = {}
         self._pruned_at = self.clock.now()
         ensure_tables(config)
+        # telemetry's promoted reading columns, learned from the table (see _store_telemetry)
+        self.readings: dict[str, pa.DataType] = sink.reading_columns(config)
 
     # --- taking over partitions ----------------------------------------------------------
 
@@ -196,7 +201,9 @@ class Processor:
         4. commit the rejected rows to ``telemetry_rejected``, then the accepted
            rows to ``telemetry``, each in one Delta commit carrying the batch's
            last offset per partition as app transactions (the telemetry commit
-           is the point of no return: a restart resumes after it);
+           is the point of no return: a restart resumes after it); when a reading
+           was promoted to a column since the batch was decoded, the accepted rows'
+           readings are split again for the table's columns and the commit redone;
         5. merge the on-time rows' building-minute sums and counts into
            ``building_metrics_1m`` (same app transactions), then recompute
            ``building_state`` for the buildings touched;
@@ -213,7 +220,7 @@ class Processor:
             return result
         now = self.clock.now()
         # Step 2
-        accepted, rejected = decode(batch, now=now, limits=self.limits)
+        accepted, rejected = decode(batch, now=now, limits=self.limits, promoted=self.readings)
         # Step 3
         accepted = accepted.sort("source_partition", "source_offset")
         duplicate = self.index.duplicate_mask(accepted)
@@ -245,7 +252,7 @@ class Processor:
         stored = accepted.with_columns(
             ingested_at=pl.lit(now, _UTC_US), event_date=pl.col("ts").dt.date()
         )
-        sink.write_telemetry(self.config, self.group, stored, last)
+        stored = self._store_telemetry(stored, batch, last, now=now)
         # Step 5
         on_time = stored.filter(~pl.col("late"))
         if len(on_time):
@@ -274,6 +281,49 @@ class Processor:
         result.duplicates = len(dups)
         result.late = len(stored) - len(on_time)
         return result
+
+    def _store_telemetry(
+        self, stored: pl.DataFrame, batch: RecordBatch, last: dict[int, int], *, now: dt.datetime
+    ) -> pl.DataFrame:
+        """Step 4's telemetry commit, against the table's current reading columns.
+
+        The columns are checked at every commit (the commit opens the newest table
+        version anyway), so a promotion is picked up within one batch, by every
+        processor of the group, without a restart. A schema change never loses or
+        duplicates a row: the commit that met it wrote nothing, and is redone with the
+        same rows and offsets.
+        """
+        for _ in range(_SCHEMA_RETRIES):
+            try:
+                sink.write_telemetry(self.config, self.group, stored, last, readings=self.readings)
+                return stored
+            except sink.SchemaChanged as change:
+                logger.warning(
+                    "telemetry's promoted reading columns changed from %s to %s: "
+                    "committing the batch again with them",
+                    sorted(self.readings),
+                    sorted(change.readings),
+                )
+                before, self.readings = self.readings, change.readings
+                stored = self._split_readings_again(stored, batch, before, now=now)
+        raise sink.SchemaChanged(self.readings)
+
+    def _split_readings_again(
+        self,
+        stored: pl.DataFrame,
+        batch: RecordBatch,
+        before: dict[str, pa.DataType],
+        *,
+        now: dt.datetime,
+    ) -> pl.DataFrame:
+        """``stored`` with ``extra`` and the promoted columns decoded again from ``batch``
+        for :attr:`readings`. Promoted readings never decide acceptance, so decoding again
+        accepts the same records; they are matched by their source offsets."""
+        keys = ["source_partition", "source_offset"]
+        again, _ = decode(batch, now=now, limits=self.limits, promoted=self.readings)
+        return stored.drop("extra", *before).join(
+            again.select(*keys, "extra", *self.readings), on=keys, how="left"
+        )
 
     def _not_yet_stored(self, batch: RecordBatch) -> RecordBatch:
         """``batch`` without records at or below the offset ``telemetry`` holds for their

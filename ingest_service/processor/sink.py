@@ -6,6 +6,10 @@ covers as an app transaction ``<group>-<topic>-<partition>``. Reading those
 back (:func:`committed_offsets`) tells the processor where each table stands.
 ``building_state`` is derived from ``building_metrics_1m`` and carries the
 metrics version it was computed from instead.
+
+``telemetry``'s columns come from the table, not from this code: a reading promoted
+from ``extra`` (``workbench lake promote``) is a column the processor learns of at its
+next commit (:class:`SchemaChanged`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from workbench.config import Config
+from workbench.exceptions import WorkbenchError
 from workbench.lake import schemas
 from workbench.lake.tables import (
     BUILDING_METRICS_1M,
@@ -30,14 +35,17 @@ from workbench.lake.tables import (
     retry_on_conflict,
     storage_options,
     table_uri,
+    telemetry_readings,
     writer_properties,
 )
 
 __all__ = [
     "Offsets",
+    "SchemaChanged",
     "app_id",
     "committed_offsets",
     "merge_metrics",
+    "reading_columns",
     "upsert_state",
     "write_rejected",
     "write_telemetry",
@@ -98,22 +106,67 @@ def _arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
     return frame.select(schema.names).to_arrow().cast(schema)
 
 
-def write_telemetry(
-    config: Config, group: str, rows: pl.DataFrame, offsets: Mapping[int, int]
-) -> None:
-    """Append ``rows`` to ``telemetry`` with ``offsets`` as app transactions, in one commit."""
-    from deltalake import write_deltalake
+class SchemaChanged(WorkbenchError):
+    """``telemetry``'s reading columns are not the ones a batch was decoded for (a reading
+    was promoted meanwhile); nothing was written. ``readings`` are the table's now."""
 
-    data = _arrow(rows.sort("building_id", "device_id", "ts"), schemas.TELEMETRY)
-    write_deltalake(
-        table_uri(config, TELEMETRY),
-        data,
-        mode="append",
-        partition_by=["event_date"],
-        storage_options=storage_options(config),
-        writer_properties=writer_properties(TELEMETRY),
-        commit_properties=_commit(group, config.topic, offsets),
-    )
+    def __init__(self, readings: dict[str, pa.DataType]) -> None:
+        super().__init__(
+            f"telemetry's promoted reading columns are now {sorted(readings) or 'none'}",
+            hint="decode the batch again for these columns and commit it again",
+        )
+        self.readings = readings
+
+
+def reading_columns(config: Config) -> dict[str, pa.DataType]:
+    """``telemetry``'s promoted reading columns and their types (none when it does not
+    exist yet)."""
+    table = open_table(config, TELEMETRY)
+    return {} if table is None else telemetry_readings(table)
+
+
+def write_telemetry(
+    config: Config,
+    group: str,
+    rows: pl.DataFrame,
+    offsets: Mapping[int, int],
+    *,
+    readings: Mapping[str, pa.DataType],
+) -> None:
+    """Append ``rows`` to ``telemetry`` with ``offsets`` as app transactions, in one commit.
+
+    ``rows`` hold the promoted reading columns ``readings``; the commit is made against
+    the table version those columns were read from. Raises :class:`SchemaChanged`
+    (nothing written) when the table's columns differ — seen before writing, or because
+    a promotion committed while this commit was being made (Delta refuses a commit
+    whose read version's metadata has changed since).
+    """
+    from deltalake import write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    table = open_table(config, TELEMETRY)
+    assert table is not None
+    current = telemetry_readings(table)
+    if current != dict(readings):
+        raise SchemaChanged(current)
+    data = _arrow(rows.sort("building_id", "device_id", "ts"), schemas.telemetry_schema(readings))
+    try:
+        # the table object, not the URI: the commit's read version is the one checked above
+        write_deltalake(
+            table,
+            data,
+            mode="append",
+            partition_by=["event_date"],
+            writer_properties=writer_properties(TELEMETRY),
+            commit_properties=_commit(group, config.topic, offsets),
+        )
+    except CommitFailedError:
+        fresh = open_table(config, TELEMETRY)
+        assert fresh is not None
+        current = telemetry_readings(fresh)
+        if current != dict(readings):
+            raise SchemaChanged(current) from None
+        raise
 
 
 def write_rejected(

@@ -28,11 +28,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from workbench.config import Config
+from workbench.lake.schemas import telemetry_schema
 from workbench.lake.tables import (
     TABLES,
     TELEMETRY,
     open_table,
     retry_on_conflict,
+    telemetry_readings,
     writer_properties,
 )
 
@@ -100,10 +102,11 @@ def _rewrite_sorted(
     # The overwrite must start from the snapshot we read (`table`, not the URI, which
     # would load the newest version): its removes are then exactly the files we read,
     # and rows a processor appended meanwhile survive. One record batch: the writer
-    # may reorder several.
+    # may reorder several. The snapshot's own columns: promoted readings included.
+    schema = telemetry_schema(telemetry_readings(table))
     write_deltalake(
         table,
-        data.to_arrow().cast(TABLES[TELEMETRY].schema).combine_chunks(),
+        data.to_arrow().select(schema.names).cast(schema).combine_chunks(),
         mode="overwrite",
         predicate=f"event_date = '{day}'",
         partition_by=TABLES[TELEMETRY].partition_by,

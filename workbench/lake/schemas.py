@@ -7,9 +7,15 @@ merged and five of them averaged over readings (not an average of averages).
 
 >>> TELEMETRY.field("ts").type
 TimestampType(timestamp[us, tz=UTC])
+
+``telemetry`` may have more columns than :data:`TELEMETRY`: readings promoted from
+``extra`` by ``workbench lake promote`` (:mod:`workbench.lake.promote`). Writers take
+them from the table (:func:`promoted_readings`) and write :func:`telemetry_schema`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import pyarrow as pa
 
@@ -19,6 +25,8 @@ __all__ = [
     "TELEMETRY",
     "TELEMETRY_REJECTED",
     "UTC_US",
+    "promoted_readings",
+    "telemetry_schema",
 ]
 
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -109,3 +117,26 @@ BUILDING_STATE = pa.schema(
         pa.field("metrics_version", pa.int64(), nullable=False),
     ]
 )
+
+
+_TELEMETRY_NAMES = frozenset(TELEMETRY.names)
+
+
+def promoted_readings(table_schema: pa.Schema) -> dict[str, pa.DataType]:
+    """The reading columns a ``telemetry`` table has beyond :data:`TELEMETRY`, in table order
+    (the columns ``workbench lake promote`` added).
+
+    >>> promoted_readings(TELEMETRY.append(pa.field("co2", pa.float64())))
+    {'co2': DataType(double)}
+    """
+    return {f.name: f.type for f in table_schema if f.name not in _TELEMETRY_NAMES}
+
+
+def telemetry_schema(readings: Mapping[str, pa.DataType]) -> pa.Schema:
+    """What a writer of ``telemetry`` writes: :data:`TELEMETRY` plus a nullable column per
+    promoted reading.
+
+    >>> telemetry_schema({"co2": pa.float64()}).names[-2:]
+    ['event_date', 'co2']
+    """
+    return pa.schema([*TELEMETRY, *(pa.field(n, t) for n, t in readings.items())])

@@ -34,7 +34,9 @@ __all__ = [
     "open_table",
     "retry_on_conflict",
     "storage_options",
+    "table_schema",
     "table_uri",
+    "telemetry_readings",
     "writer_properties",
 ]
 
@@ -92,6 +94,17 @@ def open_table(config: Config, name: str) -> Any | None:
         return DeltaTable(table_uri(config, name), storage_options=storage_options(config))
     except TableNotFoundError:
         return None
+
+
+def table_schema(table: Any) -> pa.Schema:
+    """The Arrow schema of a ``deltalake.DeltaTable`` at the version it has loaded."""
+    return pa.schema(table.schema().to_arrow())
+
+
+def telemetry_readings(table: Any) -> dict[str, pa.DataType]:
+    """The promoted reading columns of a ``telemetry`` DeltaTable (see
+    :func:`workbench.lake.schemas.promoted_readings`)."""
+    return schemas.promoted_readings(table_schema(table))
 
 
 def ensure_tables(config: Config) -> None:

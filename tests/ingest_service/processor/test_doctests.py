@@ -12,6 +12,7 @@ MODULES = [
     "ingest_service.processor.dedup",
     "ingest_service.processor.windows",
     "workbench.lake",
+    "workbench.lake.promote",
     "workbench.lake.read",
     "workbench.lake.schemas",
     "workbench.lake.tables",
