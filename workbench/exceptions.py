@@ -17,6 +17,7 @@ __all__ = [
     "InvalidInput",
     "InvalidState",
     "InvalidToken",
+    "LagUnavailable",
     "MasterKeyError",
     "NotFound",
     "PortInUse",
@@ -104,6 +105,10 @@ class InvalidToken(WorkbenchError):
     """A device key or SAS token is malformed."""
 
     exit_code = 2
+
+
+class LagUnavailable(WorkbenchError):
+    """The consumer lag cannot be read: Kafka does not answer in time, or the topic is missing."""
 
 
 class MasterKeyError(WorkbenchError):

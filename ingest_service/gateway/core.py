@@ -26,6 +26,7 @@ import orjson
 
 from ingest_service.gateway.devices import DeviceCache, DeviceEntry
 from ingest_service.gateway.metrics import GatewayMetrics
+from ingest_service.gateway.pipeline import PipelineMetrics
 from ingest_service.gateway.producer import AsyncProducer
 from ingest_service.gateway.validation import Problem
 from workbench.config import Config
@@ -56,6 +57,7 @@ class Gateway:
         self.producer = AsyncProducer(config)
         self.metrics = GatewayMetrics(multiprocess_dir=metrics_dir)
         self.metrics.declare_channel("http")
+        self.pipeline = PipelineMetrics(config, self.metrics)  # lag, freshness on /metrics
         self._cache_version: int | None = None
         self._tokens: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._prefixes: dict[DeviceEntry, tuple[bytes, bytes]] = {}

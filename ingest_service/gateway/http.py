@@ -163,9 +163,12 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     gw.registry_changed()
-    return web.Response(
-        body=gw.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
-    )
+    body = gw.metrics.render() + await gw.pipeline.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def _close_pipeline(app: web.Application) -> None:
+    await app[GATEWAY_KEY].pipeline.aclose()
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -213,4 +216,5 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)
+    app.on_cleanup.append(_close_pipeline)  # the lag reader's Kafka clients
     return app

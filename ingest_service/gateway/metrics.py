@@ -9,6 +9,10 @@ histograms of a worker that died stay in the sum (totals never go backwards
 when a worker is replaced); the gauges report over live workers only:
 ``gateway_registry_devices`` the largest view, ``gateway_registry_version`` the
 *oldest* version any live worker serves.
+
+The consumer lag and freshness gauges are not among them: the answering worker
+computes those at scrape time (:mod:`ingest_service.gateway.pipeline`); only their
+failure counter lives here.
 """
 
 from __future__ import annotations
@@ -69,6 +73,15 @@ class GatewayMetrics:
             multiprocess_mode="livemin",
         )
         self.registry_version.set(-1)
+        self.pipeline_failures = Counter(
+            "workbench_metrics_failures",
+            "Refreshes of the consumer lag (source=kafka) or freshness (source=lake) gauges "
+            "that failed; the series are left out until a refresh succeeds",
+            ["source"],
+            registry=self.registry,
+        )
+        for source in ("kafka", "lake"):
+            self.pipeline_failures.labels(source)
 
     def declare_channel(self, channel: str) -> None:
         """Export a channel's series at zero before its first event."""

@@ -10,6 +10,8 @@ import pytest
 MODULES = [
     "workbench.config",
     "workbench.events",
+    "workbench.kafka",
+    "workbench.lake.read",
     "workbench.tenancy.principal",
     "workbench.tenancy.passwords",
 ]

@@ -5,7 +5,7 @@
 ['event_date']
 """
 
-from workbench.lake.read import building_metrics, building_state, telemetry
+from workbench.lake.read import building_metrics, building_state, freshness, telemetry
 from workbench.lake.tables import (
     BUILDING_METRICS_1M,
     BUILDING_STATE,
@@ -23,6 +23,7 @@ __all__ = [
     "TELEMETRY_REJECTED",
     "building_metrics",
     "building_state",
+    "freshness",
     "table_uri",
     "telemetry",
 ]

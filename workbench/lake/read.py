@@ -27,7 +27,7 @@ from workbench.lake.tables import (
 )
 from workbench.tenancy.principal import Principal
 
-__all__ = ["building_metrics", "building_state", "telemetry"]
+__all__ = ["building_metrics", "building_state", "freshness", "telemetry"]
 
 _UTC_US = pl.Datetime("us", "UTC")
 
@@ -99,6 +99,33 @@ def building_state(
     if building_id is not None:
         scan = scan.filter(pl.col("building_id") == building_id)
     return scan.sort("building_id").collect()
+
+
+def freshness(
+    config: Config, *, principal: Principal, now: dt.datetime | None = None
+) -> float | None:
+    """Seconds from the newest event reflected in ``building_state`` (in ``principal``'s
+    scope) to ``now``; None while no building has a row.
+
+    What ``workbench status`` and the gateway's ``workbench_freshness_seconds`` report:
+    how far the rolling view trails the devices (commit interval plus consumer lag,
+    or the time since the last event when the fleet is quiet).
+
+    >>> from workbench.config import Config
+    >>> cfg = Config.from_env({"WORKBENCH_LAKE": "/nonexistent"})
+    >>> freshness(cfg, principal=Principal.system()) is None
+    True
+    """
+    scan = _scan(config, BUILDING_STATE)
+    if scan is None:
+        return None
+    newest = (
+        scan.filter(principal.scope_filter()).select(pl.col("last_event_ts").max()).collect().item()
+    )
+    if not isinstance(newest, dt.datetime):
+        return None
+    now = dt.datetime.now(dt.UTC) if now is None else _utc(now, "now")
+    return (now - newest).total_seconds()
 
 
 def building_metrics(
