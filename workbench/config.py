@@ -107,9 +107,21 @@ class Config:
         "seconds between the gateway's checks for registry changes",
         "float",
     )
+    metrics_cache: float = _setting(
+        "WORKBENCH_METRICS_CACHE",
+        "5",
+        "seconds the gateway's /metrics reuses its consumer lag and freshness figures",
+        "float",
+    )
 
     processor_group: str = _setting(
         "WORKBENCH_PROCESSOR_GROUP", "workbench-processor", "consumer group of the processors"
+    )
+    processors: int = _setting(
+        "WORKBENCH_PROCESSORS",
+        "1",
+        "consumer-group members the processor runs (one process each, under one parent)",
+        "int",
     )
     commit_interval: float = _setting(
         "WORKBENCH_COMMIT_INTERVAL",
@@ -192,7 +204,7 @@ class Config:
     gateway_workers: int = _setting(
         "WORKBENCH_GATEWAY_WORKERS",
         "2",
-        "gateway worker processes sharing the HTTP and legacy ports (SO_REUSEPORT)",
+        "gateway worker processes serving the HTTP and legacy ports the gateway opened",
         "int",
     )
 

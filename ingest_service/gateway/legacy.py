@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import socket
 import time
 
 from ingest_service.gateway.core import Gateway
@@ -45,11 +46,14 @@ class LegacyAdapter:
         for name in self.translators:
             gateway.metrics.declare_channel(name)
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
-        """Listen on ``host:port`` (shared with sibling workers when ``reuse_port``)."""
-        self._server = await asyncio.start_server(
-            self._serve, host, port, limit=4096, reuse_port=reuse_port or None
-        )
+    async def start(
+        self, host: str, port: int, *, sock: socket.socket | None = None
+    ) -> asyncio.Server:
+        """Listen on ``host:port``, or accept from ``sock`` (shared with sibling workers)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock, limit=4096)
+        else:
+            self._server = await asyncio.start_server(self._serve, host, port, limit=4096)
         return self._server
 
     async def drain(self, timeout: float) -> None:

@@ -1,9 +1,9 @@
 """Run the gateway: HTTP on ``gateway_port`` and the legacy adapter on ``legacy_port``.
 
-With ``WORKBENCH_GATEWAY_WORKERS`` = 1 this process serves both ports in one
-event loop. With more, it becomes the parent of that many worker processes
-(:mod:`ingest_service.gateway.workers`), each serving both ports through
-``SO_REUSEPORT``.
+``python -m ingest_service gateway`` is the parent of ``WORKBENCH_GATEWAY_WORKERS``
+worker processes (:mod:`ingest_service.gateway.workers`) that serve both ports from
+the listening sockets the parent opened; :func:`serve` is one worker's event loop
+(or, called directly, a whole gateway in one process, as tests do).
 
 A worker shuts down gracefully on SIGTERM/SIGINT, in this order:
 
@@ -32,7 +32,9 @@ from aiohttp import web
 from ingest_service.gateway.core import Gateway
 from ingest_service.gateway.http import make_app
 from ingest_service.gateway.legacy import LegacyAdapter
+from ingest_service.gateway.workers import inherited_sockets
 from workbench.config import Config
+from workbench.stack.pool import signal_ready
 
 __all__ = ["run_gateway", "run_loop", "serve"]
 
@@ -63,10 +65,12 @@ async def serve(
         make_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=drain_s
     )
     await runner.setup()
-    shared = worker is not None
-    site = web.TCPSite(
-        runner, config.host, config.gateway_port, backlog=1024, reuse_port=shared or None
-    )
+    inherited = inherited_sockets() if worker is not None else None
+    site: web.BaseSite
+    if inherited is not None:
+        site = web.SockSite(runner, inherited[0])
+    else:
+        site = web.TCPSite(runner, config.host, config.gateway_port, backlog=1024)
     legacy = LegacyAdapter(gateway)
     name = "gateway" if worker is None else f"gateway worker {worker} (pid {os.getpid()})"
     drained = False
@@ -78,7 +82,10 @@ async def serve(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(connecting), _CONNECT_WAIT_S)
         await site.start()
-        await legacy.start(config.host, config.legacy_port, reuse_port=shared)
+        await legacy.start(
+            config.host, config.legacy_port, sock=inherited[1] if inherited else None
+        )
+        signal_ready()  # a rolling restart stops an old worker only after this
         logger.info(
             "%s on http://%s:%d, legacy adapter (%s) on %s:%d",
             name,
@@ -133,10 +140,7 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def run_gateway(config: Config) -> int:
-    """Entry point of ``python -m ingest_service gateway``."""
-    if config.gateway_workers > 1:
-        from ingest_service.gateway.workers import supervise
+    """Entry point of ``python -m ingest_service gateway``: the parent of the workers."""
+    from ingest_service.gateway.workers import supervise
 
-        return supervise(config)
-    run_loop(serve(config))
-    return 0
+    return supervise(config)

@@ -1,19 +1,21 @@
-"""Several gateway worker processes on one pair of ports (``SO_REUSEPORT``) under one parent.
+"""The gateway's worker processes: one parent holds the listening sockets, N workers serve.
 
-``python -m ingest_service gateway`` with ``WORKBENCH_GATEWAY_WORKERS`` = N > 1
-runs :func:`supervise`, which:
+``python -m ingest_service gateway`` runs :func:`supervise`, which:
 
-1. refuses to start when anyone already listens on the HTTP or legacy port
-   (``SO_REUSEPORT`` would otherwise silently share it with a stale gateway);
-2. empties the metrics folder ``$WORKBENCH_HOME/run/gateway-metrics`` and starts N
-   workers (``python -m ingest_service.gateway.workers --worker I``) with
-   ``PROMETHEUS_MULTIPROC_DIR`` pointing at it, each binding both ports with
-   ``SO_REUSEPORT``: the kernel spreads new connections over them;
-3. replaces a worker that exits while the gateway is not stopping (a crash or a
-   SIGKILL): only the connections that worker held fail; a worker that dies
-   within :data:`_FAST_EXIT_S` of its start :data:`_MAX_FAST_EXITS` times in a row
-   stops the whole gateway (exit 1) instead of looping;
-4. on SIGTERM/SIGINT forwards SIGTERM to every worker, waits for their drain
+1. binds the HTTP and legacy ports once (refused when anyone already listens on
+   them) and hands both listening sockets to every worker
+   (``WORKBENCH_GATEWAY_LISTEN_FDS``): the workers accept from one shared queue
+   per port, so a worker that stops accepting leaves new connections to its
+   siblings instead of dropping the ones queued for it (what per-worker
+   ``SO_REUSEPORT`` sockets would do);
+2. empties the metrics folder ``$WORKBENCH_HOME/run/gateway-metrics`` and runs
+   ``WORKBENCH_GATEWAY_WORKERS`` workers
+   (``python -m ingest_service.gateway.workers --worker I``) with
+   ``PROMETHEUS_MULTIPROC_DIR`` pointing at it, under a
+   :class:`~workbench.stack.pool.WorkerPool`: a worker that dies is replaced,
+   SIGHUP (``workbench restart gateway --rolling``) replaces them one at a time —
+   each new worker serves before an old one drains;
+3. on SIGTERM/SIGINT closes its copies of the sockets, has every worker drain
    (:mod:`ingest_service.gateway.server`), kills what is left after
    ``WORKBENCH_GATEWAY_ACK_TIMEOUT`` + 5 s, and exits 0.
 
@@ -24,30 +26,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import logging
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from workbench.config import Config
 from workbench.exceptions import PortInUse
 
-__all__ = ["metrics_dir", "supervise", "worker_main"]
+__all__ = ["LISTEN_FDS_ENV", "inherited_sockets", "metrics_dir", "supervise", "worker_main"]
 
 logger = logging.getLogger(__name__)
 
-_FAST_EXIT_S = 3.0
-_MAX_FAST_EXITS = 5
+LISTEN_FDS_ENV = "WORKBENCH_GATEWAY_LISTEN_FDS"
 _PARENT_CHECK_S = 1.0
+_BACKLOG = 1024
 
 
 def metrics_dir(config: Config) -> Path:
@@ -55,107 +53,79 @@ def metrics_dir(config: Config) -> Path:
     return config.run_dir / "gateway-metrics"
 
 
-def _check_free(host: str, port: int, env: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(
-                    f"port {host}:{port} is already in use",
-                    hint=f"stop the other gateway or set {env} to a free port",
-                ) from None
-            raise
+def _listen(host: str, port: int, env: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # SO_REUSEADDR: a port in TIME_WAIT is free; a listener still makes bind fail
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {host}:{port} is already in use",
+                hint=f"stop the other gateway or set {env} to a free port",
+            ) from None
+        raise
+    sock.listen(_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
 
 
-class _Worker:
-    def __init__(self, index: int, argv: list[str], env: dict[str, str]) -> None:
-        self.index = index
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
-        self.started = time.monotonic()
+def inherited_sockets() -> tuple[socket.socket, socket.socket] | None:
+    """The (HTTP, legacy) listening sockets handed down by the parent, if any."""
+    fds = os.environ.get(LISTEN_FDS_ENV)
+    if not fds:
+        return None
+    http_fd, legacy_fd = (int(fd) for fd in fds.split(","))
+    return socket.socket(fileno=http_fd), socket.socket(fileno=legacy_fd)
 
 
 def supervise(config: Config) -> int:
     """Run ``config.gateway_workers`` workers until SIGTERM/SIGINT; see the module doc."""
-    _check_free(config.host, config.gateway_port, "WORKBENCH_GATEWAY_PORT")
-    _check_free(config.host, config.legacy_port, "WORKBENCH_LEGACY_PORT")
+    from prometheus_client.multiprocess import mark_process_dead
+
+    from workbench.stack.pool import WorkerPool
+
+    http = _listen(config.host, config.gateway_port, "WORKBENCH_GATEWAY_PORT")
+    try:
+        legacy = _listen(config.host, config.legacy_port, "WORKBENCH_LEGACY_PORT")
+    except BaseException:
+        http.close()
+        raise
     folder = metrics_dir(config)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    env = {**os.environ, **config.env(), "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    env = {
+        **os.environ,
+        **config.env(),
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),
+        LISTEN_FDS_ENV: f"{http.fileno()},{legacy.fileno()}",
+    }
 
-    def argv(index: int) -> list[str]:
-        return [sys.executable, "-m", "ingest_service.gateway.workers", "--worker", str(index)]
+    def argv(slot: int) -> list[str]:
+        return [sys.executable, "-m", "ingest_service.gateway.workers", "--worker", str(slot)]
 
-    stopping: list[int] = []
+    def close_sockets() -> None:  # workers still hold theirs until they have drained
+        http.close()
+        legacy.close()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-
-    from prometheus_client.multiprocess import mark_process_dead
-
-    workers = [_Worker(i, argv(i), env) for i in range(config.gateway_workers)]
-    logger.info(
-        "gateway parent (pid %d): %d workers %s",
-        os.getpid(),
-        len(workers),
-        [w.proc.pid for w in workers],
+    pool = WorkerPool(
+        "gateway",
+        count=config.gateway_workers,
+        argv=argv,
+        env=env,
+        run_dir=config.run_dir,
+        drain_timeout_s=config.gateway_ack_timeout + 5,
+        ready_timeout_s=config.startup_timeout,
+        pass_fds=(http.fileno(), legacy.fileno()),
+        on_exit=lambda pid: mark_process_dead(pid, str(folder)),  # type: ignore[no-untyped-call]
+        before_stop=close_sockets,
     )
-    fast_exits = 0
-    failed = False
-    while not stopping and not failed:
-        time.sleep(0.1)
-        for slot, worker in enumerate(workers):
-            code = worker.proc.poll()
-            if code is None or stopping:
-                continue
-            mark_process_dead(worker.proc.pid, str(folder))  # type: ignore[no-untyped-call]
-            lived = time.monotonic() - worker.started
-            fast_exits = fast_exits + 1 if lived < _FAST_EXIT_S else 0
-            if fast_exits >= _MAX_FAST_EXITS:
-                logger.error(
-                    "gateway worker %d exited %d times within %.0fs of its start (last code %s);"
-                    " stopping the gateway",
-                    worker.index,
-                    fast_exits,
-                    _FAST_EXIT_S,
-                    code,
-                )
-                failed = True
-                break
-            workers[slot] = _Worker(worker.index, argv(worker.index), env)
-            logger.warning(
-                "gateway worker %d (pid %d) exited with %s after %.1fs; replaced by pid %d",
-                worker.index,
-                worker.proc.pid,
-                code,
-                lived,
-                workers[slot].proc.pid,
-            )
-    _stop_all(workers, grace_s=config.gateway_ack_timeout + 5)
-    for worker in workers:
-        mark_process_dead(worker.proc.pid, str(folder))  # type: ignore[no-untyped-call]
-    logger.info("gateway parent stopped")
-    return 1 if failed else 0
-
-
-def _stop_all(workers: Sequence[_Worker], *, grace_s: float) -> None:
-    for worker in workers:
-        if worker.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                worker.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for worker in workers:
-        try:
-            worker.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            logger.warning("gateway worker %d did not drain in time; killing", worker.index)
-            worker.proc.kill()
-            worker.proc.wait()
+    try:
+        return pool.run()
+    finally:
+        close_sockets()
 
 
 async def _serve_worker(config: Config, index: int) -> None:

@@ -73,6 +73,7 @@ class Poller:
         self.processor = processor
         self.max_queued = max(1, max_queued)
         self.first_record_at: float | None = None
+        self.joined = threading.Event()  # the first assignment (maybe empty) came in
         self._cond = threading.Condition()
         self._queue: collections.deque[RecordBatch] = collections.deque()
         self._queued = 0
@@ -231,6 +232,7 @@ class Poller:
                 now = set(assigned)
                 self.processor.revoke(set(self.processor.offsets) - now)
                 self.processor.assign(now)  # only the new ones; kept ones keep their state
+                self.joined.set()
                 return "seek", {p: self.processor.offsets[p].telemetry + 1 for p in assigned}
         except Exception as exc:
             logger.exception("taking over partitions %s failed", assigned)

@@ -1,35 +1,54 @@
-"""``python -m ingest_service process``: one processor of the consumer group, until SIGTERM.
+"""``python -m ingest_service process``: the processors of the consumer group, until SIGTERM.
 
-A child process polls Kafka; each loop takes what it polled once
+The command is a parent (:func:`run_processor`) that keeps
+``WORKBENCH_PROCESSORS`` members running under a
+:class:`~workbench.stack.pool.WorkerPool` (a crashed member is replaced;
+SIGHUP — ``workbench restart processor --rolling`` — replaces them one at a
+time, the new member joining the group before the old one leaves it) and folds
+their heartbeats into ``run/processor.heartbeat.json`` for ``workbench status``.
+
+Each member (``python -m ingest_service.processor.main --member``, :func:`run`):
+a child process polls Kafka; each loop takes what it polled once
 ``WORKBENCH_COMMIT_INTERVAL`` has passed or ``WORKBENCH_COMMIT_MAX_EVENTS`` are
 queued, hands the batch to :meth:`Processor.process`, then has the Kafka offsets
-committed (for lag monitoring) and touches the heartbeat file ``workbench status``
-reads. SIGTERM or SIGINT finishes the batch in hand, commits it and leaves the group.
+committed (for lag monitoring) and writes its heartbeat. SIGTERM or SIGINT
+finishes the batch in hand, commits it and leaves the group. A member dies with
+its parent (a SIGKILL of the parent is a crash of the whole processor, and the
+lake's offsets make it resume exactly once).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ingest_service.processor.consumer import Poller
 from ingest_service.processor.processor import BatchResult, Processor
 from workbench.config import Config
+from workbench.stack.pool import WorkerPool, die_with_parent, signal_ready
 
-__all__ = ["heartbeat_path", "run", "run_processor"]
+__all__ = ["heartbeat_path", "member_main", "run", "run_processor"]
 
 logger = logging.getLogger(__name__)
 
 
 def heartbeat_path(config: Config) -> Path:
-    """The file the supervised processor touches after every loop."""
+    """The processor's heartbeat: its members' beats folded into one, for ``status``."""
     return config.run_dir / "processor.heartbeat.json"
+
+
+def _members_dir(config: Config) -> Path:
+    return config.run_dir / "processor.members"
 
 
 def run(
@@ -73,6 +92,10 @@ def run(
                     logger.debug("batch: %s", result)
                 if heartbeat is not None:
                     _beat(heartbeat, processor, totals, started, poller.first_record_at)
+                    if poller.joined.is_set():
+                        # in the group and storing: a rolling restart may stop an old member
+                        # (Tansu's join stalls for good when a member leaves mid-join)
+                        signal_ready()
                 due = time.monotonic() - last_maintain >= config.maintain_interval
                 if maintain and due and 0 in processor.offsets:
                     # one member (the owner of partition 0) maintains; in the background
@@ -132,8 +155,94 @@ def _maintain(config: Config) -> None:
         logger.exception("lake maintenance failed; retrying at the next interval")
 
 
+_COUNTS = ("records", "stored", "rejected", "duplicates", "late")
+
+
+class _Heartbeats:
+    """Folds the members' heartbeat files into the processor's one (in the parent)."""
+
+    def __init__(self, config: Config, pool: list[WorkerPool]) -> None:
+        self.config = config
+        self.pool = pool
+        self.retired = dict.fromkeys(_COUNTS, 0)  # totals of members that have exited
+        self._last = 0.0
+        _members_dir(config).mkdir(parents=True, exist_ok=True)
+        for stale in _members_dir(config).glob("*.json"):
+            stale.unlink()
+
+    def _read(self, pid: int) -> dict[str, Any] | None:
+        try:
+            beat: dict[str, Any] = json.loads(
+                (_members_dir(self.config) / f"{pid}.json").read_text()
+            )
+            return beat
+        except (OSError, ValueError):
+            return None
+
+    def member_exited(self, pid: int) -> None:
+        beat = self._read(pid)
+        if beat is not None:
+            for field in _COUNTS:
+                self.retired[field] += int(beat.get(field, 0))
+        (_members_dir(self.config) / f"{pid}.json").unlink(missing_ok=True)
+
+    def fold(self) -> None:
+        if time.monotonic() - self._last < 0.5:
+            return
+        self._last = time.monotonic()
+        beats = [b for w in self.pool[0].workers if (b := self._read(w.proc.pid)) is not None]
+        if not beats:
+            return  # no member has beaten yet: health says "joining the consumer group"
+        starts = [b["first_record_at"] for b in beats if b.get("first_record_at") is not None]
+        folded = {
+            "pid": os.getpid(),
+            "at": min(float(b["at"]) for b in beats),  # the stalest member sets the pace
+            "members": [
+                {"pid": b["pid"], "at": b["at"], "partitions": b["partitions"]} for b in beats
+            ],
+            "partitions": sorted({p for b in beats for p in b["partitions"]}),
+            **{f: self.retired[f] + sum(int(b.get(f, 0)) for b in beats) for f in _COUNTS},
+            "first_record_at": min(starts) if starts else None,
+        }
+        path = heartbeat_path(self.config)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(folded))
+        tmp.replace(path)
+
+
 def run_processor(config: Config) -> int:
-    """Entry point of ``python -m ingest_service process`` (logging already configured)."""
+    """Entry point of ``python -m ingest_service process``: the parent of the members."""
+    holder: list[WorkerPool] = []
+    beats = _Heartbeats(config, holder)
+    pool = WorkerPool(
+        "processor",
+        count=config.processors,
+        argv=lambda slot: [sys.executable, "-m", "ingest_service.processor.main", "--member"],
+        env={**os.environ, **config.env()},
+        run_dir=config.run_dir,
+        # a member finishes its batch, commits and leaves the group
+        drain_timeout_s=max(30.0, 10 * config.commit_interval),
+        ready_timeout_s=config.startup_timeout,
+        # let the group settle after the new member's join before the old one leaves:
+        # Tansu wedges a group for good when a member leaves while another one joins
+        settle_s=3.0,
+        on_exit=beats.member_exited,
+        tick=beats.fold,
+    )
+    holder.append(pool)
+    return pool.run()
+
+
+def member_main(argv: Sequence[str] | None = None) -> int:
+    """One member of the group (started by :func:`run_processor`)."""
+    from workbench.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog="python -m ingest_service.processor.main")
+    parser.add_argument("--member", action="store_true", required=True)
+    parser.parse_args(argv)
+    die_with_parent()
+    config = Config.from_env()
+    configure_logging(config.log_level)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -142,5 +251,11 @@ def run_processor(config: Config) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run(config, stop=stop, heartbeat=heartbeat_path(config))
+    run(config, stop=stop, heartbeat=_members_dir(config) / f"{os.getpid()}.json")
     return 0
+
+
+if __name__ == "__main__":
+    from workbench._process import hard_exit
+
+    hard_exit(member_main())

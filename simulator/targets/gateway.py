@@ -441,7 +441,9 @@ class GatewayTarget(Target):
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(url, timeout=5) as response:
-                    seen = json.loads(response.read()).get("registry_version")
+                    health = json.loads(response.read())
+                # with several gateway workers, the version *every* worker serves
+                seen = health.get("registry_version_all", health.get("registry_version"))
             except (OSError, ValueError):
                 seen = None
             if isinstance(seen, int) and seen >= want:

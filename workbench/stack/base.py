@@ -19,11 +19,13 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from workbench.config import Config
 
 __all__ = [
     "Component",
+    "Detail",
     "HealthCheck",
     "Port",
     "UpOptions",
@@ -60,6 +62,15 @@ HealthCheck = Callable[[Config], str | None]
 """Returns None when healthy, else a short reason. Must answer within a few seconds."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Detail:
+    """What a component's ``describe`` may return instead of a plain string: the one-line
+    ``text`` of ``workbench status`` plus numbers for ``status --json`` (its ``metrics``)."""
+
+    text: str
+    metrics: dict[str, Any] | None = None
+
+
 def _always(config: Config) -> bool:
     return True
 
@@ -81,9 +92,14 @@ class Component:
     enabled: Callable[[Config], bool] = _always
     ready: HealthCheck | None = None  # start-up check before after_healthy; default: health
     after_healthy: Callable[[Config], None] | None = None
-    describe: Callable[[Config], str] | None = None  # status detail when healthy (lag, rates)
+    # status detail when healthy (lag, rates): a line, or a Detail with numbers for --json
+    describe: Callable[[Config], str | Detail] | None = None
     env: Callable[[Config], dict[str, str]] | None = None
     stop_timeout_s: float = 15.0
+    # how ``restart --rolling`` treats it: "pool" (a WorkerPool parent replaces its workers
+    # one at a time), "in-place" (a plain restart: not on the devices' path), or a reason
+    # why it cannot be restarted without losing data
+    rolling: str = "in-place"
 
 
 _REGISTRY: dict[str, Component] = {}

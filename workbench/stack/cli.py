@@ -65,7 +65,14 @@ def _print_welcome(config: Config, logins: Sequence[DemoLogin], created: bool) -
 
 def _cmd_restart(config: Config, args: argparse.Namespace) -> int:
     _check_names(args.components)
-    statuses = supervisor.restart(config, args.components, report=say)
+    if args.rolling:
+        statuses = supervisor.rolling_restart(config, args.components or None, report=say)
+    elif not args.components:
+        raise WorkbenchError(
+            "name the components to restart", hint="or use --rolling to restart all of them"
+        )
+    else:
+        statuses = supervisor.restart(config, args.components, report=say)
     _print_status_table(statuses)
     return 0 if statuses and all(s.healthy for s in statuses) else EXIT_UNHEALTHY
 
@@ -194,7 +201,15 @@ def register(verb: Verb) -> None:
     )
     verb("down", _cmd_down, "stop every component 'workbench up' started")
     p = verb("restart", _cmd_restart, "stop and start components (e.g. after an upgrade)")
-    p.add_argument("components", nargs="+", metavar="COMPONENT")
+    p.add_argument("components", nargs="*", metavar="COMPONENT")
+    p.add_argument(
+        "--rolling",
+        action="store_true",
+        help="without downtime: gateway and processor replace their worker processes one "
+        "at a time (a new one serves before an old one drains); hiveserver2 and voila "
+        "restart in place; the embedded broker refuses (in memory). Without COMPONENT: "
+        "every running component that can",
+    )
     p = verb("status", _cmd_status, "health of each component (exit 0 only when all healthy)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("logs", _cmd_logs, "show a component's log (all components when none is named)")

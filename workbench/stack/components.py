@@ -6,10 +6,11 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from workbench.config import Config
 from workbench.exceptions import BrokerBinaryMissing
-from workbench.stack.base import Component, Port, UpOptions, http_health, register
+from workbench.stack.base import Component, Detail, Port, UpOptions, http_health, register
 
 __all__ = ["broker_binary"]
 
@@ -99,6 +100,8 @@ register(
         enabled=lambda cfg: cfg.embedded_broker,
         after_healthy=_ensure_topic,
         env=lambda cfg: {"RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        rolling="the embedded broker keeps events in memory, so a restart loses those not "
+        "yet stored (use a replicated Kafka via KAFKA_BOOTSTRAP_SERVERS for broker upgrades)",
     )
 )
 
@@ -129,6 +132,8 @@ register(
             Port(cfg.host, cfg.legacy_port, "WORKBENCH_LEGACY_PORT"),
         ],
         health=http_health("/healthz", port=lambda cfg: cfg.gateway_port),
+        rolling="pool",
+        stop_timeout_s=30.0,
     )
 )
 
@@ -155,20 +160,40 @@ def _processor_health(config: Config) -> str | None:
     return None
 
 
-def _processor_describe(config: Config) -> str:
-    """Freshness (now minus the newest event in building_state) and the processor's counts."""
-    import datetime as dt
+_STATUS_KAFKA_TIMEOUT_S = 2.0
+"""Bound on each Kafka request behind the processor's status line: a slow or absent
+broker makes the line say "lag unavailable", never ``workbench status`` hang."""
+
+
+def _processor_describe(config: Config) -> Detail:
+    """Consumer lag, freshness (now minus the newest event in building_state) and the
+    processor's counts; the lag per partition and the freshness also as ``metrics``."""
     import json
 
-    from workbench.lake.read import building_state
+    from workbench.exceptions import LagUnavailable
+    from workbench.kafka import consumer_lag
+    from workbench.lake.read import freshness
     from workbench.tenancy.principal import Principal
 
     parts = []
-    state = building_state(config, principal=Principal.system("status"))
-    if state.height:
-        newest = state["last_event_ts"].max()
-        if isinstance(newest, dt.datetime):
-            age = (dt.datetime.now(dt.UTC) - newest).total_seconds()
+    metrics: dict[str, Any] = {}
+    try:
+        lag = consumer_lag(config, timeout_s=_STATUS_KAFKA_TIMEOUT_S)
+    except LagUnavailable as exc:
+        parts.append(f"lag unavailable ({exc.message})")
+        metrics["consumer_lag"] = None
+        metrics["consumer_lag_error"] = exc.message
+    else:
+        parts.append(lag.summary())
+        metrics["consumer_lag"] = lag.to_json()
+    try:
+        age = freshness(config, principal=Principal.system("status"))
+    except Exception as exc:  # a lake hiccup costs this figure, not the line
+        parts.append(f"freshness unavailable ({type(exc).__name__})")
+        metrics["freshness_seconds"] = None
+    else:
+        metrics["freshness_seconds"] = None if age is None else round(age, 3)
+        if age is not None:
             parts.append(f"freshness {age:.1f}s")
     try:
         beat = json.loads((config.run_dir / "processor.heartbeat.json").read_text())
@@ -178,7 +203,7 @@ def _processor_describe(config: Config) -> str:
         )
     except (OSError, ValueError):
         pass
-    return "ok: " + "; ".join(parts) if parts else "ok"
+    return Detail("ok: " + "; ".join(parts), metrics)
 
 
 register(
@@ -188,6 +213,8 @@ register(
         address=lambda cfg: f"{cfg.lake} (group {cfg.processor_group})",
         health=_processor_health,
         describe=_processor_describe,
+        rolling="pool",
+        stop_timeout_s=45.0,
     )
 )
 
@@ -302,5 +329,7 @@ register(
         command=_simulator_command,
         address=_simulator_address,
         health=_simulator_health,
+        rolling="it stands for the devices themselves; restart it with "
+        "'workbench restart simulator'",
     )
 )

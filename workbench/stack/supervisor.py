@@ -29,9 +29,9 @@ import psutil
 
 from workbench.config import Config
 from workbench.exceptions import ComponentFailed, PortInUse, WorkbenchError
-from workbench.stack.base import Component, Port, UpOptions, registered
+from workbench.stack.base import Component, Detail, Port, UpOptions, registered
 
-__all__ = ["ComponentStatus", "down", "log_path", "restart", "status", "up"]
+__all__ = ["ComponentStatus", "down", "log_path", "restart", "rolling_restart", "status", "up"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,15 @@ class ComponentStatus:
     pid: int | None
     address: str
     detail: str
+    metrics: dict[str, Any] | None = None  # numbers behind ``detail`` (e.g. the processor's lag)
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's JSON shape: name, healthy, pid, address, detail."""
-        return dataclasses.asdict(self)
+        """The contract's JSON shape: name, healthy, pid, address, detail; plus ``metrics``
+        for the components that report numbers."""
+        out = dataclasses.asdict(self)
+        if self.metrics is None:
+            del out["metrics"]
+        return out
 
 
 def log_path(config: Config, name: str) -> Path:
@@ -333,6 +338,58 @@ def restart(
     return up(config, options, only=names, report=report)
 
 
+def rolling_restart(
+    config: Config,
+    names: list[str] | None = None,
+    *,
+    report: Callable[[str], None] = logger.info,
+) -> list[ComponentStatus]:
+    """Restart the named components (default: every running one that can roll) without
+    downtime for devices: pooled components replace their workers one at a time (see
+    :mod:`workbench.stack.pool`), the others off the devices' path restart in place.
+    Raises WorkbenchError, before touching anything, for a component that cannot."""
+    from workbench.stack.pool import request_roll
+
+    running = [c for c in _enabled(config) if c.command is not None and _process(config, c.name)]
+    if names is None:
+        chosen = [c for c in running if c.rolling in ("pool", "in-place")]
+        for component in running:
+            if component not in chosen:
+                report(f"{component.name}: left alone: {component.rolling}")
+    else:
+        chosen = [c for c in _enabled(config) if c.name in names]
+        for component in chosen:
+            if component not in running:
+                raise ComponentFailed(
+                    f"{component.name} is not running", hint="start it with 'workbench up'"
+                )
+            if component.rolling not in ("pool", "in-place"):
+                raise ComponentFailed(
+                    f"{component.name} cannot be restarted without downtime: {component.rolling}"
+                )
+    if not chosen:
+        raise ComponentFailed("nothing to restart: no component is running", hint="workbench up")
+    for component in chosen:
+        if component.rolling == "pool":
+            proc = _process(config, component.name)
+            assert proc is not None
+            report(f"{component.name}: rolling restart (pid {proc.pid} replaces its workers)")
+            roll = request_roll(
+                config,
+                component.name,
+                proc,
+                report=report,
+                timeout_s=component.stop_timeout_s * 4 + config.startup_timeout * 4,
+            )
+            report(f"{component.name}: {roll['message']}")
+        else:
+            report(f"{component.name}: not on the devices' path; restarting it in place")
+            with _locked(config):
+                _stop_one(config, component.name, component.stop_timeout_s, report)
+            up(config, only=[component.name], report=report)
+    return status(config)
+
+
 def status(config: Config) -> list[ComponentStatus]:
     """Health of every component of the running stack (empty when nothing was started)."""
     stack = _read_json(_stack_path(config))
@@ -364,11 +421,16 @@ def _status_one(config: Config, component: Component) -> ComponentStatus:
     except WorkbenchError as exc:
         reason = str(exc)
     if reason is None:
-        detail = "ok"
+        detail, metrics = "ok", None
         if component.describe is not None:
             try:
-                detail = component.describe(config) or "ok"
+                described = component.describe(config)
             except Exception as exc:  # a detail must never make a healthy component fail
                 detail = f"ok (detail unavailable: {type(exc).__name__})"
-        return ComponentStatus(component.name, True, pid, address, detail)
+            else:
+                if isinstance(described, Detail):
+                    detail, metrics = described.text or "ok", described.metrics
+                else:
+                    detail = described or "ok"
+        return ComponentStatus(component.name, True, pid, address, detail, metrics)
     return ComponentStatus(component.name, False, pid, address, reason)
