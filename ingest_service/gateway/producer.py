@@ -12,7 +12,9 @@
    *distinct batch futures* (usually one per partition touched), and a batch
    that reports per-record errors fails the whole request;
 3. a failure or a timeout opens a short circuit so that further requests are
-   refused at once with 503 instead of piling up behind a dead broker.
+   refused at once with 503 instead of piling up behind a dead broker, and the
+   next request builds a fresh producer: an idempotent producer whose broker
+   restarted (and forgot its producer id) aborts every later batch for good.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class AsyncProducer:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="produce")
         self._producer: Any = None
         self._ready = False  # topic metadata known: send() will not block
+        self._stale = False  # the producer failed: replace it before the next send
         self._down_until = 0.0
         self.inflight = 0
 
@@ -56,6 +59,8 @@ class AsyncProducer:
 
     def _open_circuit(self, why: str) -> Problem:
         self._down_until = time.monotonic() + _RETRY_AFTER_S
+        self._ready = False  # the next send goes through _ensure on the worker thread
+        self._stale = True
         logger.warning("broker unavailable: %s", why)
         return Problem(
             503,
@@ -65,6 +70,14 @@ class AsyncProducer:
         )
 
     def _ensure(self) -> Any:
+        if self._stale and self._producer is not None:
+            old, self._producer = self._producer, None
+            logger.info("replacing the Kafka producer after a failure")
+            try:
+                old.close(timeout=0)  # its unsent batches fail: their requests get 503
+            except Exception:
+                logger.debug("closing the failed producer", exc_info=True)
+        self._stale = False
         if self._producer is None:
             from kafka import KafkaProducer
 
