@@ -32,6 +32,7 @@ VERB_MODULES: tuple[str, ...] = (
     "workbench.lake.cli",
     "workbench.query.cli",
     "workbench.dashboards.cli",
+    "workbench.ops.cli",
 )
 
 Handler = Callable[[Config, argparse.Namespace], int]

@@ -1,0 +1,290 @@
+"""A scratch stack for drills and soak runs: its own home, its own free ports.
+
+Drills break things on purpose (SIGKILL, broker restarts, a full disk), so they
+never touch the stack ``workbench up`` runs: :class:`ScratchStack` starts the
+data path — broker, gateway, processor — under a private ``WORKBENCH_HOME`` on
+ports nobody listens on, drives simulated devices against it with a
+ground-truth log, and compares what the devices were told with what the lake
+holds (:class:`Ledger`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psutil
+
+from workbench.config import Config
+from workbench.exceptions import WorkbenchError
+from workbench.stack import supervisor
+
+__all__ = ["PORT_VARS", "Ledger", "ScratchStack", "SimulatorRun", "free_port"]
+
+PORT_VARS = (
+    "WORKBENCH_KAFKA_PORT",
+    "WORKBENCH_GATEWAY_PORT",
+    "WORKBENCH_LEGACY_PORT",
+    "WORKBENCH_HIVE_PORT",
+    "WORKBENCH_VOILA_PORT",
+    "WORKBENCH_LAB_PORT",
+)
+DATA_PATH = ["broker", "gateway", "processor"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Ledger:
+    """What devices were told (the truth log) against what ``telemetry`` holds."""
+
+    sent: int  # events the devices sent (first attempts)
+    accepted: int  # distinct events the gateway answered 202 for
+    refused: int  # events the gateway answered 4xx for (bad on purpose, unprovisioned…)
+    failed: int  # events whose every attempt failed (5xx, connection errors)
+    stored: int  # rows in telemetry
+    duplicates: int  # rows beyond the first of one (device_id, seq)
+    lost: int  # accepted but not in telemetry
+    unexpected: int  # in telemetry but never accepted
+
+    @property
+    def exactly_once(self) -> bool:
+        """Every accepted event stored once, nothing else."""
+        return self.duplicates == 0 and self.lost == 0 and self.unexpected == 0
+
+    def line(self) -> str:
+        """One human line."""
+        return (
+            f"sent {self.sent:,}, accepted {self.accepted:,}, refused {self.refused:,}, "
+            f"failed {self.failed:,}; stored {self.stored:,}: duplicates {self.duplicates:,}, "
+            f"lost {self.lost:,}, unexpected {self.unexpected:,}"
+        )
+
+
+@dataclasses.dataclass
+class SimulatorRun:
+    """A ``python -m simulator run`` subprocess writing a ground-truth log."""
+
+    proc: subprocess.Popen[str]
+    truth: Path
+    summary: dict[str, Any] | None = None
+
+    def wait(self, timeout: float) -> dict[str, Any]:
+        """Wait for the end of the run; its summary."""
+        out, err = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise WorkbenchError(f"the simulator failed: {err.strip().splitlines()[-1:]}")
+        self.summary = json.loads(out)
+        return self.summary
+
+    def stop(self) -> None:
+        """Stop it early (SIGTERM: it finishes the tick in hand and summarizes)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+
+class ScratchStack:
+    """Broker, gateway and processor under a private home on free ports.
+
+    ``home`` None makes a temporary folder (removed on close unless ``keep``).
+    ``settings`` override configuration (e.g. ``WORKBENCH_PROCESSORS``).
+    """
+
+    def __init__(
+        self,
+        *,
+        home: Path | None = None,
+        keep: bool = False,
+        settings: dict[str, str] | None = None,
+        report: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self._temp = home is None
+        self.home = Path(tempfile.mkdtemp(prefix="workbench-drill-")) if home is None else home
+        self.keep = keep
+        self.report = report
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("WORKBENCH_") and k != "KAFKA_BOOTSTRAP_SERVERS"
+        }
+        env["WORKBENCH_HOME"] = str(self.home)
+        for var in PORT_VARS:
+            env[var] = str(free_port())
+        env.setdefault("WORKBENCH_COMMIT_INTERVAL", "0.5")
+        env.update(settings or {})
+        self.env = env
+        self.config = Config.from_env(env)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> ScratchStack:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def up(self, components: list[str] | None = None) -> None:
+        """Start the data path (or ``components``) and wait until healthy."""
+        with _environ(self.env):
+            supervisor.up(self.config, only=components or DATA_PATH, report=self.report)
+
+    def close(self) -> None:
+        """Stop everything; remove a temporary home unless ``keep``."""
+        with _environ(self.env):
+            supervisor.down(self.config, report=lambda line: None)
+        if self._temp and not self.keep:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def restart(self, components: list[str], *, rolling: bool = False) -> None:
+        """``workbench restart [--rolling] COMPONENT...`` on the scratch stack."""
+        with _environ(self.env):
+            if rolling:
+                supervisor.rolling_restart(self.config, components, report=self.report)
+            else:
+                supervisor.restart(self.config, components, report=self.report)
+
+    def pid(self, component: str) -> int:
+        """The pid of a component's (parent) process."""
+        for status in supervisor.status(self.config):
+            if status.name == component and status.pid is not None:
+                return status.pid
+        raise WorkbenchError(f"{component} is not running in the scratch stack")
+
+    def workers(self, component: str) -> list[int]:
+        """Pids of a pooled component's workers."""
+        from workbench.stack.pool import pool_state
+
+        state = pool_state(self.config, component) or {}
+        return [int(w["pid"]) for w in state.get("workers", [])]
+
+    def healthy(self) -> dict[str, str | None]:
+        """Component name -> None when healthy, else why not."""
+        return {s.name: None if s.healthy else s.detail for s in supervisor.status(self.config)}
+
+    # --- devices ---------------------------------------------------------------------------
+
+    def simulate(
+        self,
+        *,
+        devices: int,
+        interval_s: float,
+        duration_s: float,
+        scenario: str = "normal",
+        name: str = "sim",
+        seed: int = 0,
+    ) -> SimulatorRun:
+        """Start simulated devices sending through the gateway, with a truth log."""
+        truth = self.home / f"{name}.truth.jsonl"
+        argv = [
+            sys.executable,
+            "-m",
+            "simulator",
+            "run",
+            "--devices",
+            str(devices),
+            "--interval",
+            str(interval_s),
+            "--duration",
+            str(duration_s),
+            "--scenario",
+            scenario,
+            "--seed",
+            str(seed),
+            "--truth",
+            str(truth),
+            "--progress",
+            "3600",
+            "--json",
+        ]
+        proc = subprocess.Popen(
+            argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        return SimulatorRun(proc, truth)
+
+    # --- the lake against the truth --------------------------------------------------------
+
+    def stored(self) -> pl.DataFrame:
+        """``(device_id, seq)`` of every telemetry row (empty before the first commit)."""
+        from workbench.lake.tables import table_uri
+
+        try:
+            return pl.read_delta(table_uri(self.config, "telemetry"), columns=["device_id", "seq"])
+        except Exception:  # the table does not exist yet
+            return pl.DataFrame(schema={"device_id": pl.String, "seq": pl.Int64})
+
+    def wait_stored(self, expected: int, *, timeout_s: float) -> int:
+        """Wait until telemetry holds ``expected`` rows (or the time is up); the count."""
+        deadline = time.monotonic() + timeout_s
+        count = self.stored().height
+        while count < expected and time.monotonic() < deadline:
+            time.sleep(1.0)
+            count = self.stored().height
+        return count
+
+    def ledger(self, *truths: Path) -> Ledger:
+        """Compare the truth logs with ``telemetry``."""
+        frames = [pl.read_ndjson(t, schema_overrides={"seq": pl.Int64}) for t in truths]
+        truth = pl.concat([f.select("device_id", "seq", "outcome") for f in frames])
+        accepted = truth.filter(pl.col("outcome") == "accepted").select("device_id", "seq")
+        accepted = accepted.unique()
+        refused = truth.filter(pl.col("outcome").str.starts_with("rejected-4")).height
+        failed = truth.filter(
+            (pl.col("outcome") == "failed") | pl.col("outcome").str.starts_with("rejected-5")
+        ).height
+        stored = self.stored()
+        distinct = stored.unique()
+        keys = ["device_id", "seq"]
+        return Ledger(
+            sent=truth.unique(keys).height,
+            accepted=accepted.height,
+            refused=refused,
+            failed=failed,
+            stored=stored.height,
+            duplicates=stored.height - distinct.height,
+            lost=accepted.join(distinct, on=keys, how="anti").height,
+            unexpected=distinct.join(accepted, on=keys, how="anti").height,
+        )
+
+    # --- resources -------------------------------------------------------------------------
+
+    def processes(self) -> dict[str, list[psutil.Process]]:
+        """Component name -> its process tree (parent, workers, their children)."""
+        out: dict[str, list[psutil.Process]] = {}
+        for status in supervisor.status(self.config):
+            if status.pid is None:
+                continue
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(status.pid)
+                out[status.name] = [root, *root.children(recursive=True)]
+        return out
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """Run with ``env`` as os.environ (the supervisor hands os.environ to children)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
