@@ -153,13 +153,14 @@ class ScratchStack:
         if self._temp and not self.keep:
             shutil.rmtree(self.home, ignore_errors=True)
 
-    def restart(self, components: list[str], *, rolling: bool = False) -> None:
-        """``workbench restart [--rolling] COMPONENT...`` on the scratch stack."""
+    def restart(self, components: list[str] | None, *, rolling: bool = False) -> None:
+        """``workbench restart [--rolling] [COMPONENT...]`` on the scratch stack (None: with
+        ``rolling``, every component that can roll)."""
         with _environ(self.env):
             if rolling:
                 supervisor.rolling_restart(self.config, components, report=self.report)
             else:
-                supervisor.restart(self.config, components, report=self.report)
+                supervisor.restart(self.config, components or [], report=self.report)
 
     def pid(self, component: str) -> int:
         """The pid of a component's (parent) process."""

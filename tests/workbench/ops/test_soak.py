@@ -1,0 +1,69 @@
+"""The soak run, scaled down: a real scratch stack, real devices, a rolling restart midway."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import isolated_env, run_cli
+from workbench.ops.scratch import Ledger
+from workbench.ops.soak import SoakOptions, SoakReport, run_soak
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_scaled_down_soak_with_a_rolling_restart_loses_nothing(tmp_path):
+    lines: list[str] = []
+    report = run_soak(
+        SoakOptions(devices=1_000, interval_s=2.0, minutes=1.0, roll_at=0.4),
+        say=lines.append,
+    )
+    figures = report.figures()
+    assert report.ok, "\n".join(report.lines())
+    assert figures["accepted"] == figures["sent"] == figures["stored"] > 20_000
+    assert figures["duplicated"] == figures["lost"] == figures["failed_requests"] == 0
+    assert figures["roll"].startswith("done")
+    assert any("gateway: replaced 2 of 2 workers" in line for line in lines)
+    assert any("processor: replaced 1 of 1 workers" in line for line in lines)
+    assert set(figures["usage"]) == {
+        "broker",
+        "gateway",
+        "processor",
+        "hiveserver2",
+        "voila",
+        "simulator",
+    }
+    assert all(u["rss_max_mb"] > 0 for u in figures["usage"].values())
+    assert figures["freshness_samples"] > 5 and figures["freshness_p99_s"] is not None
+
+
+def _report(**ledger: int) -> SoakReport:
+    base = dict(
+        sent=10, accepted=10, refused=0, failed=0, stored=10, duplicates=0, lost=0, unexpected=0
+    )
+    base.update(ledger)
+    summary = {"failed": 0, "rejected": {}, "retries": 0, "cpu_share": 0.05}
+    return SoakReport(
+        SoakOptions(), 60.0, summary, Ledger(**base), [0.5, 1.0, 2.0], {}, "done", 3.0
+    )
+
+
+def test_a_soak_fails_on_any_loss_or_duplicate():
+    assert _report().ok
+    assert not _report(lost=1, stored=9).ok
+    assert not _report(duplicates=1, stored=11).ok
+    assert not _report(unexpected=1, stored=11).ok
+
+
+def test_freshness_percentiles():
+    report = _report()
+    assert report.percentile(50) == 1.0
+    assert report.percentile(99) == 2.0
+    assert report.percentile(0) == 0.5
+
+
+def test_soak_cli_refuses_a_bad_roll_point(tmp_path):
+    env = isolated_env(tmp_path / "home")
+    done = run_cli(env, "soak", "--roll-at", "1.5")
+    assert done.returncode != 0
+    assert "--roll-at must be between 0 and 1" in done.stderr
+    assert "Traceback" not in done.stderr
