@@ -1,8 +1,9 @@
 """Kafka helpers shared by the supervisor, the gateway and the processor.
 
-Besides creating and describing the topic, this is where the processors' consumer
-lag is read (:func:`consumer_lag`, :class:`LagReader`): per partition, the end
-offset (high watermark) minus the offset the processors' group committed. The
+Besides creating and describing the topic (and telling a re-created one by its
+id, :func:`topic_id`), this is where the processors' consumer lag is read
+(:func:`consumer_lag`, :class:`LagReader`): per partition, the end offset (high
+watermark) minus the offset the processors' group committed. The
 processor commits Kafka offsets after each lake commit for exactly this purpose
 (the lake's own offsets are the truth; the committed ones trail them by at most
 one batch).
@@ -15,6 +16,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +30,8 @@ __all__ = [
     "consumer_lag",
     "describe_topic",
     "ensure_topic",
+    "no_topic_auto_creation",
+    "topic_id",
     "wait_for_kafka",
 ]
 
@@ -61,6 +65,44 @@ def describe_topic(config: Config, *, timeout_s: float = 5.0) -> int | None:
         return len(topic["partitions"])
     finally:
         admin.close()
+
+
+def topic_id(config: Config, *, timeout_s: float = 5.0) -> str | None:
+    """The configured topic's id (KIP-516; a topic deleted and created again gets a new
+    one), or None when the topic does not exist or the broker reports no ids (Kafka
+    before 2.8).
+
+    Raises :class:`kafka.errors.KafkaError` when the cluster cannot be reached.
+    """
+    admin = _admin(config, timeout_s=timeout_s)
+    try:
+        (described,) = admin.describe_topics([config.topic])
+    finally:
+        admin.close()
+    found = described.get("topic_id")
+    if described.get("error_code") or found is None:
+        return None
+    parsed = found if isinstance(found, uuid.UUID) else uuid.UUID(str(found))
+    return None if parsed.int == 0 else str(parsed)
+
+
+def no_topic_auto_creation(client: Any) -> Any:
+    """``client`` (a kafka-python producer or consumer), made to never create a topic by
+    asking for its metadata; returns it.
+
+    A producer or consumer asking for a missing topic makes a broker that allows it
+    (Tansu does; Kafka by default) create it with the broker's default partition count,
+    not ``WORKBENCH_TOPIC_PARTITIONS``. kafka-python
+    3.0.12 accepts ``allow_auto_create_topics=False`` but does not hand it to the cluster
+    metadata its requests are built from, so it is set there as well.
+    """
+    from kafka.cluster import ClusterMetadata
+
+    for name in ("_metadata", "_cluster"):  # producer, consumer
+        cluster = getattr(client, name, None)
+        if isinstance(cluster, ClusterMetadata):
+            cluster.config["allow_auto_create_topics"] = False
+    return client
 
 
 def ensure_topic(config: Config, *, timeout_s: float = 10.0) -> int:

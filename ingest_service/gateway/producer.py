@@ -81,10 +81,16 @@ class AsyncProducer:
         if self._producer is None:
             from kafka import KafkaProducer
 
+            from workbench.kafka import no_topic_auto_creation
+
             timeout_ms = int(self.config.gateway_ack_timeout * 1000)
             self._producer = KafkaProducer(
                 bootstrap_servers=self.config.bootstrap_servers,
                 client_id="workbench-gateway",
+                # a restarted in-memory broker has no topic until 'workbench up' makes it
+                # with WORKBENCH_TOPIC_PARTITIONS; asking for it must not create it first
+                # with the broker's default count (until then requests get 503)
+                allow_auto_create_topics=False,
                 acks="all",
                 # measured (docs/gateway.md): at the seed rate 5 ms gathers the records of
                 # concurrent single-event requests into one produce request, cutting the
@@ -98,6 +104,7 @@ class AsyncProducer:
                 retries=3,
                 max_in_flight_requests_per_connection=5,
             )
+            no_topic_auto_creation(self._producer)
         if not self._ready:
             self._producer.partitions_for(self.config.topic)  # blocks until metadata is known
             self._ready = True

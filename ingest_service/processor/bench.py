@@ -94,7 +94,7 @@ def _bare_consume(group: str) -> None:
     from ingest_service.processor.fetcher import consumer_settings
 
     config = Config.from_env()
-    consumer = KafkaConsumer(**consumer_settings(config, group=group))
+    consumer = KafkaConsumer(**consumer_settings(config, group=group, offset_reset="earliest"))
     consumer.subscribe([config.topic])
     count, first, last = 0, 0.0, 0.0
     idle_since = time.monotonic()

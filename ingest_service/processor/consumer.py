@@ -24,6 +24,16 @@ waits for the answer inside its rebalance callback):
    one ``telemetry`` holds (records of kept partitions that were queued and
    discarded in step 1 are simply read again).
 
+The lake counts in *lake offsets* (Kafka offset + the partition's incarnation base,
+see :class:`~ingest_service.processor.sink.Incarnation`); this is where Kafka's are
+translated: records as they arrive, the positions the child seeks to, the offsets
+it commits. A topic that was deleted and created again starts at offset 0: the
+processor recognises it by the topic id Kafka reports (asked afresh at every
+assignment), re-bases its partitions and has them read from the beginning. The
+child also reports a topic id change it sees in its metadata between rebalances,
+and a position Kafka says is out of range (``auto_offset_reset="none"``: nothing
+is skipped silently); for both, every record already received is stored first.
+
 The processor's state is only touched by one thread at a time: the processing
 thread between :meth:`Poller.take` and :meth:`Poller.done`, the receiver thread
 (steps 1-2) only while no batch is being processed.
@@ -48,6 +58,7 @@ from ingest_service.processor.fetcher import (
 )
 from ingest_service.processor.processor import Processor
 from workbench.config import Config
+from workbench.kafka import topic_id
 
 __all__ = ["Poller", "consumer_settings"]
 
@@ -135,10 +146,14 @@ class Poller:
         return batch
 
     def done(self, last: dict[int, int]) -> None:
-        """The batch from :meth:`take` is in the lake (``last``: partition -> last offset)."""
+        """The batch from :meth:`take` is in the lake (``last``: partition -> last lake
+        offset)."""
         with self._cond:
             for p, o in last.items():
-                self._to_commit[p] = max(o + 1, self._to_commit.get(p, 0))
+                incarnation = self.processor.incarnations.get(p)
+                position = -1 if incarnation is None else incarnation.kafka(o) + 1
+                if position > 0:  # not a record of an earlier incarnation
+                    self._to_commit[p] = max(position, self._to_commit.get(p, 0))
             self._in_flight = False
             self._cond.notify_all()
 
@@ -182,6 +197,10 @@ class Poller:
                     write_message(outbox, ("ok",))
                 elif kind == "assigned":
                     write_message(outbox, self._assigned(message[1]))
+                elif kind == "topic_changed":
+                    write_message(outbox, self._topic_changed())
+                elif kind == "out_of_range":
+                    write_message(outbox, self._out_of_range(message[1]))
                 elif kind == "closed":
                     self._closed = True
                     return
@@ -198,6 +217,7 @@ class Poller:
     def _records(self, chunk: RecordBatch) -> tuple[dict[int, int], bool]:
         if self.first_record_at is None:
             self.first_record_at = time.time()
+        chunk = self._in_lake_offsets(chunk)
         with self._cond:
             self._queue.append(chunk)
             self._queued += len(chunk)
@@ -205,6 +225,15 @@ class Poller:
             while self._queued >= self.max_queued and not self._stop:
                 self._cond.wait()  # back-pressure: the member waits for this answer
         return self._answer()
+
+    def _in_lake_offsets(self, chunk: RecordBatch) -> RecordBatch:
+        bases = {p: i.base for p, i in self.processor.incarnations.items() if i.base}
+        if not bases:
+            return chunk
+        offsets = [
+            o + bases.get(p, 0) for p, o in zip(chunk.partitions, chunk.offsets, strict=True)
+        ]
+        return RecordBatch(chunk.values, chunk.keys, chunk.partitions, offsets)
 
     def _answer(self) -> tuple[dict[int, int], bool]:
         with self._cond:
@@ -223,6 +252,7 @@ class Poller:
 
     def _assigned(self, assigned: list[int]) -> tuple[str, Any]:
         try:
+            current = topic_id(self.config)  # asked afresh: the member's metadata may lag
             with self._cond:
                 while self._in_flight:
                     self._cond.wait()
@@ -231,9 +261,79 @@ class Poller:
                 self._queued = 0
                 now = set(assigned)
                 self.processor.revoke(set(self.processor.offsets) - now)
-                self.processor.assign(now)  # only the new ones; kept ones keep their state
+                self.processor.check_topic(now, current)  # the kept ones
+                # only the new ones; kept ones keep their state
+                self.processor.assign(now, topic_id=current)
                 self.joined.set()
-                return "seek", {p: self.processor.offsets[p].telemetry + 1 for p in assigned}
+                return "seek", {p: self.processor.position(p) for p in assigned}
         except Exception as exc:
             logger.exception("taking over partitions %s failed", assigned)
+            return "failed", f"{type(exc).__name__}: {exc}"
+
+    def _drained(self) -> bool:
+        """(Holding the lock.) Wait until every record received is in the lake; False when
+        the poller is stopping or failed first."""
+        while (self._queue or self._in_flight) and not self._stop and self._error is None:
+            self._cond.wait()
+        return not (self._queue or self._in_flight)
+
+    def _topic_changed(self) -> tuple[str, Any]:
+        """The child's metadata shows a new topic id: partitions of a re-created topic are
+        re-based once what was received is stored, and read from their beginning."""
+        try:
+            current = topic_id(self.config)
+            with self._cond:
+                if not self._drained():
+                    return "seek", {}
+                changed = self.processor.check_topic(list(self.processor.offsets), current)
+                for p in changed:
+                    self._to_commit.pop(p, None)
+                return "seek", {p: self.processor.position(p) for p in changed}
+        except Exception as exc:
+            logger.exception("checking the topic's id failed")
+            return "failed", f"{type(exc).__name__}: {exc}"
+
+    def _out_of_range(self, ranges: dict[int, tuple[int, int, int]]) -> tuple[str, Any]:
+        """Kafka has no record at a partition's position (partition -> position, log start,
+        log end). Below the start, retention deleted records before they were stored:
+        read on from the start. Beyond the end, the log was re-created (a new topic id,
+        or none to compare) or truncated (same id): it is re-based and read from its
+        beginning, respectively from its end."""
+        try:
+            current = topic_id(self.config)
+            with self._cond:
+                if not self._drained():
+                    return "seek", {}
+                owned = list(self.processor.offsets)
+                changed = self.processor.check_topic(owned, current)
+                seeks = {p: self.processor.position(p) for p in changed}
+                for p, (position, start, end) in sorted(ranges.items()):
+                    if p in seeks or p not in self.processor.offsets:
+                        continue
+                    if position < start:
+                        logger.warning(
+                            "topic %s partition %d: Kafka deleted offsets %d to %d before "
+                            "they were stored (retention); those %d events are lost",
+                            self.config.topic,
+                            p,
+                            position,
+                            start - 1,
+                            start - position,
+                        )
+                        seeks[p] = start
+                        continue
+                    # a new topic id was handled above: the same id means truncation
+                    recreated = current is None
+                    seeks[p] = 0 if recreated else end
+                    self.processor.rebase(
+                        [p],
+                        topic_id=current,
+                        kafka_from=seeks[p],
+                        why=f"its log ends at {end}, before the position {position} "
+                        + ("(re-created)" if recreated else "(truncated by the broker)"),
+                    )
+                    self._to_commit.pop(p, None)
+                return "seek", seeks
+        except Exception as exc:
+            logger.exception("handling an out-of-range position failed")
             return "failed", f"{type(exc).__name__}: {exc}"

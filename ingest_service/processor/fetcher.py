@@ -17,6 +17,10 @@ message of the child is a request the parent answers:
   batch being stored is in the lake and queued records are discarded;
 * ``("assigned", partitions)`` from ``on_partitions_assigned`` — answered with the
   position of every assigned partition (from the lake), where the child seeks;
+* ``("topic_changed",)`` when the member's metadata shows the topic with a new id (it
+  was deleted and created again), and ``("out_of_range", {partition: (position,
+  log_start, log_end)})`` when Kafka has no record at a position — both answered, once
+  every record received is stored, with the positions to seek to;
 * ``("closed",)`` after leaving the group, or ``("error", text)``.
 
 The child ignores SIGTERM/SIGINT (the parent decides when to leave) and exits as
@@ -34,9 +38,10 @@ import pickle
 import signal
 import struct
 import sys
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from workbench.config import Config
+from workbench.kafka import no_topic_auto_creation
 
 __all__ = ["consumer_settings", "read_message", "write_message"]
 
@@ -50,14 +55,26 @@ _LENGTH = struct.Struct("!Q")
 _VALUE, _KEY, _OFFSET = (operator.attrgetter(a) for a in ("value", "key", "offset"))
 
 
-def consumer_settings(config: Config, *, group: str | None) -> dict[str, Any]:
-    """kafka-python settings shared by the processor and the bench's bare consumer."""
+def consumer_settings(
+    config: Config,
+    *,
+    group: str | None,
+    offset_reset: Literal["none", "earliest"] = "none",
+) -> dict[str, Any]:
+    """kafka-python settings shared by the processor and the bench's bare consumer.
+
+    The processor seeks every partition it is assigned, so a position Kafka has no
+    record at is an event to handle, not to reset silently (``offset_reset="none"``);
+    the bench's bare consumer starts from the beginning (``"earliest"``). Neither
+    creates the topic by asking for it (see :func:`workbench.kafka.no_topic_auto_creation`).
+    """
     return {
         "bootstrap_servers": config.bootstrap_servers,
         "group_id": group,
         "client_id": "workbench-processor",
         "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
+        "auto_offset_reset": offset_reset,
+        "allow_auto_create_topics": False,
         # The Tansu broker's group join waits about half the session timeout.
         "session_timeout_ms": 6000,
         "heartbeat_interval_ms": 1500,
@@ -97,7 +114,10 @@ class _Member:
         self.config = config
         self.inbox = inbox
         self.outbox = outbox
-        self.consumer = KafkaConsumer(**consumer_settings(config, group=config.processor_group))
+        self.consumer = no_topic_auto_creation(
+            KafkaConsumer(**consumer_settings(config, group=config.processor_group))
+        )
+        self.topic_id: str | None = None  # as the member's metadata last showed it
 
     def ask(self, message: object) -> Any:
         write_message(self.outbox, message)
@@ -105,27 +125,32 @@ class _Member:
 
     def run(self) -> None:
         from kafka import ConsumerRebalanceListener
+        from kafka.errors import OffsetOutOfRangeError
 
         member = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             def on_partitions_revoked(self, revoked: list[Any]) -> None:
+                # kafka-python 3.0.12 lacks KAFKA-9815's fix: a rebalance started because
+                # the topic's metadata changed (it vanished with a restarted broker, say)
+                # is abandoned when the metadata changes back before the JoinGroup answer,
+                # and the member never gets its assignment. Asking for the rejoin keeps
+                # it going until it completes.
+                member.consumer._coordinator.request_rejoin()
                 member.ask(("revoked", sorted(tp.partition for tp in revoked)))
 
             def on_partitions_assigned(self, assigned: list[Any]) -> None:
                 answer = member.ask(("assigned", sorted(tp.partition for tp in assigned)))
-                if answer[0] != "seek":
-                    raise RuntimeError(f"taking over partitions failed: {answer[1]}")
-                for tp in assigned:
-                    position = answer[1][tp.partition]
-                    if position > 0:
-                        member.consumer.seek(tp, position)
-                    else:
-                        member.consumer.seek_to_beginning(tp)
+                member.seek(answer, "taking over partitions")
+                member.topic_id = member.metadata_topic_id()
 
         self.consumer.subscribe([self.config.topic], listener=Listener())
         while True:
-            polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
+            try:
+                polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
+            except OffsetOutOfRangeError as exc:  # records polled before it came first
+                self._out_of_range(exc.args[0])
+                continue
             if polled:
                 values: list[bytes] = []
                 keys: list[bytes | None] = []
@@ -142,8 +167,58 @@ class _Member:
             self._commit(commits, sync=stop)
             if stop:
                 break
+            self._watch_topic_id()
         self.consumer.close()  # leaves the group (after the parent's last lake commit)
         write_message(self.outbox, ("closed",))
+
+    def seek(self, answer: tuple[str, Any], what: str) -> None:
+        """Seek the partitions the parent's answer names to their positions (those still
+        assigned: a partition lost meanwhile is sought by its next assignment)."""
+        from kafka import TopicPartition
+
+        if answer[0] != "seek":
+            raise RuntimeError(f"{what} failed: {answer[1]}")
+        owned = self.consumer.assignment()
+        for p, position in answer[1].items():
+            tp = TopicPartition(self.config.topic, p)
+            if tp not in owned:
+                continue
+            if position > 0:
+                self.consumer.seek(tp, position)
+            else:
+                self.consumer.seek_to_beginning(tp)
+
+    def metadata_topic_id(self) -> str | None:
+        """The topic's id in the member's metadata (None until known)."""
+        found = self.consumer._cluster.topic_id(self.config.topic)
+        return None if found is None or found.int == 0 else str(found)
+
+    def _watch_topic_id(self) -> None:
+        """Between rebalances, a new topic id in the metadata means the topic was deleted
+        and created again: the parent re-bases its partitions and they are read anew."""
+        now = self.metadata_topic_id()
+        if now is None or now == self.topic_id:
+            return
+        if self.topic_id is not None and self.consumer.assignment():
+            logger.warning(
+                "topic %s has a new id (%s, was %s): it was re-created",
+                self.config.topic,
+                now,
+                self.topic_id,
+            )
+            self.seek(self.ask(("topic_changed",)), "re-reading a re-created topic")
+        self.topic_id = now
+
+    def _out_of_range(self, positions: dict[Any, int]) -> None:
+        """Ask the parent what to do about positions Kafka has no record at, then seek."""
+        tps = [tp for tp in positions if tp in self.consumer.assignment()]
+        if not tps:
+            return
+        starts = self.consumer.beginning_offsets(tps)
+        ends = self.consumer.end_offsets(tps)
+        ranges = {tp.partition: (positions[tp], starts[tp], ends[tp]) for tp in tps}
+        logger.warning("offsets out of range (partition: position, log start, log end): %s", ranges)
+        self.seek(self.ask(("out_of_range", ranges)), "handling out-of-range offsets")
 
     def _commit(self, commits: dict[int, int], *, sync: bool) -> None:
         from kafka import TopicPartition

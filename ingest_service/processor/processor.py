@@ -21,7 +21,7 @@ import pyarrow as pa
 from ingest_service.processor import sink
 from ingest_service.processor.decode import Limits, RecordBatch, decode
 from ingest_service.processor.dedup import SeenIndex
-from ingest_service.processor.sink import Offsets
+from ingest_service.processor.sink import Incarnation, Offsets
 from ingest_service.processor.windows import (
     Clock,
     SystemClock,
@@ -29,6 +29,7 @@ from ingest_service.processor.windows import (
     mark_late,
     minute_partials,
     rolling_state,
+    watermark_time,
 )
 from workbench.config import Config
 from workbench.lake.tables import BUILDING_METRICS_1M, TELEMETRY, ensure_tables, open_table
@@ -73,7 +74,8 @@ class Processor:
         self.windows = windows or TumblingWindows(grace_s=config.late_grace)
         self.limits = Limits(max_future_s=config.processor_max_future)
         self.index = SeenIndex()
-        self.offsets: dict[int, Offsets] = {}
+        self.offsets: dict[int, Offsets] = {}  # lake offsets
+        self.incarnations: dict[int, Incarnation] = {}
         self.watermarks: dict[int, dt.datetime] = {}
         self._pruned_at = self.clock.now()
         ensure_tables(config)
@@ -82,11 +84,15 @@ class Processor:
 
     # --- taking over partitions ----------------------------------------------------------
 
-    def assign(self, partitions: Iterable[int]) -> None:
+    def assign(self, partitions: Iterable[int], *, topic_id: str | None = None) -> None:
         """Take over ``partitions`` (those not owned already); afterwards ``offsets[p].telemetry``
-        is the last offset stored, so reading resumes one after it.
+        is the last lake offset stored, so reading resumes one after it
+        (:meth:`position`). ``topic_id`` is the topic's id now (None: unknown).
 
-        1. read each table's last committed offset per partition (app transactions);
+        1. read each table's last committed offset per partition (app transactions) and
+           the incarnation of the topic they were read from: when the topic has been
+           re-created since (its id differs), the new one is read from its beginning,
+           its offsets continuing in the lake after everything stored (:meth:`rebase`);
         2. rebuild the dedup index and event-time watermarks from recent ``telemetry``;
         3. if ``building_metrics_1m`` lags ``telemetry`` (a crash between the two
            commits), add the missing rows, read back from ``telemetry``;
@@ -98,11 +104,23 @@ class Processor:
         # Step 1
         offsets = sink.committed_offsets(self.config, self.group, new)
         self.offsets.update(offsets)
+        recorded = sink.recorded_incarnations(self.config, self.group, new)
+        for p in new:
+            self.incarnations[p] = Incarnation(recorded[p].base or 0, topic_id)
+        if topic_id is not None:
+            mark = sink.fingerprint(topic_id)
+            self.rebase(
+                [p for p in new if recorded[p].fingerprint not in (None, mark)],
+                topic_id=topic_id,
+                why=f"it was re-created since the lake last read it (topic id now {topic_id})",
+            )
         # Step 2
         recent = self._recent_telemetry(new)
         if len(recent):
             self.index.add(recent)
-            ends = recent.group_by("source_partition").agg(pl.col("ts").max())
+            ends = recent.group_by("source_partition").agg(
+                watermark_time(recent.columns).max().alias("ts")
+            )
             self.watermarks.update(zip(ends["source_partition"], ends["ts"], strict=True))
         # Step 3
         lagging = {p: o for p, o in offsets.items() if o.metrics < o.telemetry}
@@ -111,10 +129,64 @@ class Processor:
         # Step 4
         self.refresh_state(buildings=None)
         logger.info(
-            "assigned partitions %s, resuming after offsets %s (dedup index: %d events)",
+            "assigned partitions %s, resuming after lake offsets %s (dedup index: %d events)",
             new,
             {p: o.telemetry for p, o in offsets.items()},
             len(self.index),
+        )
+
+    def position(self, partition: int) -> int:
+        """The Kafka offset to read ``partition`` from: the one after the last stored."""
+        stored = self.incarnations[partition].kafka(self.offsets[partition].telemetry)
+        return max(0, stored + 1)
+
+    def check_topic(self, partitions: Iterable[int], topic_id: str | None) -> list[int]:
+        """Owned ``partitions`` whose topic ``topic_id`` (the id Kafka reports now) is not the
+        incarnation being read; they are re-based (:meth:`rebase`), to be read from the
+        beginning."""
+        if topic_id is None:
+            return []
+        mark = sink.fingerprint(topic_id)
+        changed = []
+        for p in sorted(set(partitions) & set(self.incarnations)):
+            current = self.incarnations[p]
+            if current.topic_id is None:  # learnt now (nothing to compare with)
+                self.incarnations[p] = dataclasses.replace(current, topic_id=topic_id)
+            elif sink.fingerprint(current.topic_id) != mark:
+                changed.append(p)
+        self.rebase(changed, topic_id=topic_id, why=f"it was re-created (topic id now {topic_id})")
+        return changed
+
+    def rebase(
+        self,
+        partitions: Iterable[int],
+        *,
+        topic_id: str | None,
+        why: str,
+        kafka_from: int = 0,
+    ) -> None:
+        """Read ``partitions`` of a new incarnation of the topic (or of a truncated log) from
+        Kafka offset ``kafka_from`` on, which becomes the lake offset after everything
+        stored: lake offsets keep growing though Kafka's start again, so the commit
+        protocol's checks (offsets at or below what a table holds are done) stay right.
+        The new base is recorded with the partition's next commits."""
+        partitions = sorted(partitions)
+        if not partitions:
+            return
+        before = {p: self.incarnations[p].base for p in partitions}
+        for p in partitions:
+            base = self.offsets[p].next - kafka_from
+            self.incarnations[p] = Incarnation(base, topic_id)
+        logger.warning(
+            "topic %s, partitions %s: %s. Reading from Kafka offset %d, stored after "
+            "what the lake holds (source_offset = Kafka offset + base; bases were %s, now "
+            "%s). Events the old log held that were not stored yet are gone with it.",
+            self.config.topic,
+            partitions,
+            why,
+            kafka_from,
+            before,
+            {p: self.incarnations[p].base for p in partitions},
         )
 
     def revoke(self, partitions: Iterable[int]) -> None:
@@ -124,6 +196,7 @@ class Processor:
             return
         for p in gone:
             self.offsets.pop(p, None)
+            self.incarnations.pop(p, None)
             self.watermarks.pop(p, None)
         self.index.forget_partitions(gone)
 
@@ -147,6 +220,7 @@ class Processor:
                 "device_id",
                 "seq",
                 "ts",
+                "received_at",
                 "late",
                 "ingested_at",
                 window_start=self.windows.start(pl.col("ts")),
@@ -185,14 +259,22 @@ class Processor:
             sorted(lagging),
             len(rows),
         )
-        sink.merge_metrics(self.config, self.group, partials, target, now=self.clock.now())
+        sink.merge_metrics(
+            self.config,
+            self.group,
+            partials,
+            target,
+            incarnations=self.incarnations,
+            now=self.clock.now(),
+        )
         for p, o in lagging.items():
             self.offsets[p] = dataclasses.replace(o, metrics=o.telemetry)
 
     # --- the commit protocol ---------------------------------------------------------------
 
     def process(self, batch: RecordBatch) -> BatchResult:
-        """Store one polled batch exactly once (step 1, polling it, is the caller's).
+        """Store one polled batch exactly once (step 1, polling it, is the caller's). Its
+        offsets are lake offsets (:class:`~ingest_service.processor.sink.Incarnation`).
 
         2. decode and validate, vectorized: accepted rows and rejected rows;
         3. move duplicates of ``(device_id, seq)`` — within the batch or in the
@@ -248,6 +330,7 @@ class Processor:
                     rejected_date=pl.lit(now.date(), pl.Date),
                 ),
                 last,
+                incarnations=self.incarnations,
             )
         stored = accepted.with_columns(
             ingested_at=pl.lit(now, _UTC_US), event_date=pl.col("ts").dt.date()
@@ -257,7 +340,9 @@ class Processor:
         on_time = stored.filter(~pl.col("late"))
         if len(on_time):
             partials = minute_partials(on_time)
-            sink.merge_metrics(self.config, self.group, partials, last, now=now)
+            sink.merge_metrics(
+                self.config, self.group, partials, last, incarnations=self.incarnations, now=now
+            )
             earliest = partials["window_start"].min()
             assert isinstance(earliest, dt.datetime)
             self.refresh_state(buildings=partials["building_id"].unique().to_list(), since=earliest)
@@ -295,7 +380,14 @@ class Processor:
         """
         for _ in range(_SCHEMA_RETRIES):
             try:
-                sink.write_telemetry(self.config, self.group, stored, last, readings=self.readings)
+                sink.write_telemetry(
+                    self.config,
+                    self.group,
+                    stored,
+                    last,
+                    incarnations=self.incarnations,
+                    readings=self.readings,
+                )
                 return stored
             except sink.SchemaChanged as change:
                 logger.warning(

@@ -7,6 +7,13 @@ back (:func:`committed_offsets`) tells the processor where each table stands.
 ``building_state`` is derived from ``building_metrics_1m`` and carries the
 metrics version it was computed from instead.
 
+The offsets are *lake offsets*: a record's Kafka offset plus its partition's
+:class:`Incarnation` base, which is 0 until the topic is deleted and created again
+(an in-memory broker restarted) and then moves past everything stored, so that lake
+offsets never repeat although Kafka's start at 0 again. The same commits record the
+base (``<app id>-base``) and a fingerprint of the topic's id (``<app id>-topic``), which
+is how a re-created topic is recognised (:func:`recorded_incarnations`).
+
 ``telemetry``'s columns come from the table, not from this code: a reading promoted
 from ``extra`` (``workbench lake promote``) is a column the processor learns of at its
 next commit (:class:`SchemaChanged`).
@@ -16,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,12 +49,16 @@ from workbench.lake.tables import (
 )
 
 __all__ = [
+    "Incarnation",
     "Offsets",
+    "Recorded",
     "SchemaChanged",
     "app_id",
     "committed_offsets",
+    "fingerprint",
     "merge_metrics",
     "reading_columns",
+    "recorded_incarnations",
     "upsert_state",
     "write_rejected",
     "write_telemetry",
@@ -54,13 +67,57 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+_OFFSET_TABLES = (TELEMETRY, TELEMETRY_REJECTED, BUILDING_METRICS_1M)
+
+
 @dataclasses.dataclass(frozen=True)
 class Offsets:
-    """Last offset of one partition stored in each table (-1: nothing yet)."""
+    """Last lake offset of one partition stored in each table (-1: nothing yet)."""
 
     telemetry: int
     rejected: int
     metrics: int
+
+    @property
+    def next(self) -> int:
+        """The lake offset after everything any table holds (``telemetry_rejected`` is
+        ahead of ``telemetry`` after a crash between their commits)."""
+        return max(self.telemetry, self.rejected, self.metrics) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Incarnation:
+    """One incarnation of a partition's Kafka log and where it sits among lake offsets.
+
+    ``base`` is the lake offset of the incarnation's Kafka offset 0: 0 for the topic a
+    lake first read, one past everything stored when a re-created topic took over.
+    ``topic_id`` is the topic's id (None when the broker reports none).
+
+    >>> now = Incarnation(base=1_000, topic_id="01a21c61-eb0c-7060-892d-a1f44b4f9469")
+    >>> now.lake(5), now.kafka(1_005)
+    (1005, 5)
+    """
+
+    base: int = 0
+    topic_id: str | None = None
+
+    def lake(self, kafka_offset: int) -> int:
+        """The lake offset of a Kafka offset of this incarnation."""
+        return self.base + kafka_offset
+
+    def kafka(self, lake_offset: int) -> int:
+        """The Kafka offset of a lake offset of this incarnation."""
+        return lake_offset - self.base
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """The newest incarnation a partition's commits recorded. ``base`` None: none recorded
+    (a new partition, or a lake written before incarnations were recorded: base 0);
+    ``fingerprint`` None: no topic id recorded with it."""
+
+    base: int | None = None
+    fingerprint: int | None = None
 
 
 def app_id(group: str, topic: str, partition: int) -> str:
@@ -68,10 +125,21 @@ def app_id(group: str, topic: str, partition: int) -> str:
     return f"{group}-{topic}-{partition}"
 
 
+def fingerprint(topic_id: str) -> int:
+    """A topic id as an app-transaction version (63 bits of its BLAKE2b digest).
+
+    >>> fingerprint("01a21c61-eb0c-7060-892d-a1f44b4f9469") == fingerprint(
+    ...     "01A21C61-EB0C-7060-892D-A1F44B4F9469")
+    True
+    """
+    digest = hashlib.blake2b(uuid.UUID(topic_id).bytes, digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
 def committed_offsets(config: Config, group: str, partitions: list[int]) -> dict[int, Offsets]:
     """Where each table stands for each partition."""
     versions: dict[str, dict[int, int]] = {}
-    for name in (TELEMETRY, TELEMETRY_REJECTED, BUILDING_METRICS_1M):
+    for name in _OFFSET_TABLES:
         table = open_table(config, name)
         versions[name] = {
             p: -1 if table is None else _version(table, app_id(group, config.topic, p))
@@ -87,19 +155,51 @@ def committed_offsets(config: Config, group: str, partitions: list[int]) -> dict
     }
 
 
+def recorded_incarnations(config: Config, group: str, partitions: list[int]) -> dict[int, Recorded]:
+    """The incarnation each partition's commits last recorded, in whichever of the three
+    tables recorded the newest (bases only grow; every commit records its partitions')."""
+
+    def newness(recorded: Recorded) -> tuple[int, bool]:
+        base = -1 if recorded.base is None else recorded.base
+        return base, recorded.fingerprint is not None
+
+    found: dict[int, Recorded] = dict.fromkeys(partitions, Recorded())
+    for name in _OFFSET_TABLES:
+        table = open_table(config, name)
+        if table is None:
+            continue
+        for p in partitions:
+            app = app_id(group, config.topic, p)
+            base = table.transaction_version(f"{app}-base")
+            if base is None:
+                continue
+            mark = table.transaction_version(f"{app}-topic")
+            here = Recorded(int(base), None if mark is None else int(mark))
+            if newness(here) > newness(found[p]):
+                found[p] = here
+    return found
+
+
 def _version(table: Any, app: str) -> int:
     version = table.transaction_version(app)
     return -1 if version is None else int(version)
 
 
-def _commit(group: str, topic: str, offsets: Mapping[int, int]) -> Any:
+def _commit(
+    group: str, topic: str, offsets: Mapping[int, int], incarnations: Mapping[int, Incarnation]
+) -> Any:
+    """Each partition's last lake offset, its incarnation's base and topic fingerprint."""
     from deltalake import CommitProperties, Transaction
 
-    return CommitProperties(
-        app_transactions=[
-            Transaction(app_id(group, topic, p), int(o)) for p, o in sorted(offsets.items())
-        ]
-    )
+    transactions = []
+    for p, o in sorted(offsets.items()):
+        app = app_id(group, topic, p)
+        incarnation = incarnations.get(p, Incarnation())
+        transactions.append(Transaction(app, int(o)))
+        transactions.append(Transaction(f"{app}-base", incarnation.base))
+        if incarnation.topic_id is not None:
+            transactions.append(Transaction(f"{app}-topic", fingerprint(incarnation.topic_id)))
+    return CommitProperties(app_transactions=transactions)
 
 
 def _arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -131,9 +231,11 @@ def write_telemetry(
     rows: pl.DataFrame,
     offsets: Mapping[int, int],
     *,
+    incarnations: Mapping[int, Incarnation],
     readings: Mapping[str, pa.DataType],
 ) -> None:
-    """Append ``rows`` to ``telemetry`` with ``offsets`` as app transactions, in one commit.
+    """Append ``rows`` to ``telemetry`` with ``offsets`` (and the partitions'
+    ``incarnations``) as app transactions, in one commit.
 
     ``rows`` hold the promoted reading columns ``readings``; the commit is made against
     the table version those columns were read from. Raises :class:`SchemaChanged`
@@ -158,7 +260,7 @@ def write_telemetry(
             mode="append",
             partition_by=["event_date"],
             writer_properties=writer_properties(TELEMETRY),
-            commit_properties=_commit(group, config.topic, offsets),
+            commit_properties=_commit(group, config.topic, offsets, incarnations),
         )
     except CommitFailedError:
         fresh = open_table(config, TELEMETRY)
@@ -170,9 +272,15 @@ def write_telemetry(
 
 
 def write_rejected(
-    config: Config, group: str, rows: pl.DataFrame, offsets: Mapping[int, int]
+    config: Config,
+    group: str,
+    rows: pl.DataFrame,
+    offsets: Mapping[int, int],
+    *,
+    incarnations: Mapping[int, Incarnation],
 ) -> None:
-    """Append ``rows`` to ``telemetry_rejected`` with ``offsets``, in one commit."""
+    """Append ``rows`` to ``telemetry_rejected`` with ``offsets`` (and ``incarnations``),
+    in one commit."""
     from deltalake import write_deltalake
 
     write_deltalake(
@@ -182,7 +290,7 @@ def write_rejected(
         partition_by=["rejected_date"],
         storage_options=storage_options(config),
         writer_properties=writer_properties(TELEMETRY_REJECTED),
-        commit_properties=_commit(group, config.topic, offsets),
+        commit_properties=_commit(group, config.topic, offsets, incarnations),
     )
 
 
@@ -232,6 +340,7 @@ def merge_metrics(
     partials: pl.DataFrame,
     offsets: Mapping[int, int],
     *,
+    incarnations: Mapping[int, Incarnation],
     now: dt.datetime,
 ) -> int:
     """Add a batch's building-minute partials into ``building_metrics_1m``; return the
@@ -277,7 +386,7 @@ def merge_metrics(
                 source_alias="s",
                 target_alias="t",
                 writer_properties=writer_properties(BUILDING_METRICS_1M),
-                commit_properties=_commit(group, config.topic, offsets),
+                commit_properties=_commit(group, config.topic, offsets, incarnations),
             )
             .when_matched_update(_METRICS_UPDATE)
             .when_not_matched_insert_all()

@@ -18,7 +18,14 @@ from kafka.structs import OffsetAndMetadata
 from tests.conftest import free_port
 from workbench.config import Config
 from workbench.exceptions import LagUnavailable
-from workbench.kafka import LagReader, PartitionLag, consumer_lag
+from workbench.kafka import (
+    LagReader,
+    PartitionLag,
+    consumer_lag,
+    ensure_topic,
+    no_topic_auto_creation,
+    topic_id,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +154,44 @@ def test_unreachable_kafka_is_a_clear_error_within_the_timeout(lag_config: Confi
     assert time.monotonic() - started < 5
     assert f"Kafka at {down.bootstrap_servers} did not answer" in str(caught.value)
     assert caught.value.hint
+
+
+def test_topic_ids_tell_topics_apart_and_a_missing_topic_has_none(lag_config: Config):
+    other = dataclasses.replace(lag_config, topic=f"telemetry-{uuid.uuid4().hex[:8]}")
+    ensure_topic(other)
+    ids = {topic_id(lag_config), topic_id(other)}
+    assert None not in ids and len(ids) == 2
+    assert topic_id(lag_config) == topic_id(lag_config)
+    assert topic_id(dataclasses.replace(lag_config, topic="never-created")) is None
+
+
+@pytest.mark.parametrize("kind", ["producer", "consumer"])
+def test_a_client_made_not_to_auto_create_leaves_a_missing_topic_missing(
+    lag_config: Config, kind: str
+):
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaTimeoutError
+
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    servers = lag_config.bootstrap_servers
+    if kind == "producer":
+        producer = no_topic_auto_creation(
+            KafkaProducer(
+                bootstrap_servers=servers, allow_auto_create_topics=False, max_block_ms=1500
+            )
+        )
+        with pytest.raises(KafkaTimeoutError):
+            producer.send(missing, b"x").get(timeout=5)
+        producer.close(timeout=0)
+    else:
+        consumer = no_topic_auto_creation(
+            KafkaConsumer(bootstrap_servers=servers, allow_auto_create_topics=False)
+        )
+        consumer.subscribe([missing])
+        consumer.poll(timeout_ms=1500)
+        consumer.close()
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        assert missing not in admin.list_topics()
+    finally:
+        admin.close()

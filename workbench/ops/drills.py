@@ -202,14 +202,32 @@ def _gateway_kill(stack: ScratchStack, report: DrillReport) -> None:
     "restart the embedded (in-memory) broker while devices send",
 )
 def _broker_restart(stack: ScratchStack, report: DrillReport) -> None:
+    import datetime as dt
+    import threading
+
+    import polars as pl
+
     run = _load(stack, report, seconds=60)
     time.sleep(8)
     before = stack.stored().height
     proc = psutil.Process(stack.pid("broker"))
+    died: list[dt.datetime] = []  # when the old broker was gone (it serves while stopping)
+
+    def watch() -> None:
+        proc.wait()
+        died.append(dt.datetime.now(dt.UTC))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    asked_at = dt.datetime.now(dt.UTC)
     stack.restart(["broker"])
+    watcher.join(timeout=10)
+    stopped_at = died[0] if died else dt.datetime.now(dt.UTC)
+    stopping_s = (stopped_at - asked_at).total_seconds()
     report.step(
-        f"restarted the broker (pid {proc.pid} -> {stack.pid('broker')}) with "
-        f"{before:,} events stored; the in-memory broker forgets its topic and offsets"
+        f"restarted the broker (pid {proc.pid} -> {stack.pid('broker')}; the old one served "
+        f"{stopping_s:.1f}s more before it exited) with {before:,} events stored; the "
+        "in-memory broker forgets its topic and offsets"
     )
     summary = run.wait(timeout=900)
     stack.wait_stored(summary["accepted"], timeout_s=180)
@@ -222,18 +240,47 @@ def _broker_restart(stack: ScratchStack, report: DrillReport) -> None:
     )
     report.check(f"no duplicates in telemetry ({ledger.duplicates:,})", ledger.duplicates == 0)
     report.check("events sent after the restart are stored", ledger.stored > before)
-    # an embedded broker keeps everything in memory: what it had acknowledged but the
-    # processor had not yet stored is gone with it (a replicated Kafka keeps it)
+    # An embedded broker keeps everything in memory: what it had acknowledged but the
+    # processor had not yet stored is gone with it (a replicated Kafka keeps it). The
+    # processor stores every WORKBENCH_COMMIT_INTERVAL, so only events sent in the last
+    # few seconds before the broker stopped can be among them; everything else must be
+    # stored — in particular the new topic's events, whose offsets start at 0 again.
+    keys = ["device_id", "seq"]
+    accepted = (
+        pl.read_ndjson(run.truth, schema_overrides={"seq": pl.Int64})
+        .filter(pl.col("outcome") == "accepted")
+        .select(*keys, ts=pl.col("ts").str.to_datetime(time_zone="UTC"))
+        .unique(keys)
+    )
+    lost = accepted.join(stack.stored().unique(), on=keys, how="anti")
+    tail_from = stopped_at - dt.timedelta(seconds=_TAIL_SECONDS)
+    in_tail = pl.col("ts").is_between(tail_from, stopped_at)
+    tail = accepted.filter(in_tail).height
+    outside = lost.filter(~in_tail)
+    sent = "-"
+    if len(lost):
+        age = (pl.lit(stopped_at) - pl.col("ts")).dt.total_milliseconds() / 1000
+        oldest, newest = lost.select(age.max().alias("o"), age.min().alias("n")).row(0)
+        sent = f"{float(oldest):.1f}s to {float(newest):.1f}s"
+    report.step(
+        f"{len(lost):,} accepted events lost, sent {sent} before the broker stopped; "
+        f"{tail:,} were accepted in its last {_TAIL_SECONDS:g}s"
+    )
     report.check(
-        f"loss bounded by the in-memory broker's unstored tail ({ledger.lost:,} events, "
-        f"at most {_TAIL_LIMIT:,})",
-        ledger.lost <= _TAIL_LIMIT,
+        f"only events sent in the last {_TAIL_SECONDS:g}s before the broker stopped were "
+        f"lost with it ({len(lost):,} of {tail:,}; {len(outside):,} older or newer)",
+        len(outside) == 0,
     )
     unhealthy = {k: v for k, v in stack.healthy().items() if v is not None}
     report.check(f"every component healthy afterwards {unhealthy or ''}".strip(), not unhealthy)
 
 
-_TAIL_LIMIT = 3_000  # ~ what 300 events/s leave unstored in a few commit intervals
+# The scratch stack commits every 0.5 s (WORKBENCH_COMMIT_INTERVAL) and a batch of a few
+# hundred events is stored in well under a second: an event the broker acknowledged more
+# than a few seconds before it stopped is in the lake (measured at 300 events/s, three
+# runs: 28-105 events lost, those timed all sent within 0.3 s of the stop; before topic
+# re-creation was handled, 2,587 were, most of them sent to the new topic).
+_TAIL_SECONDS = 5.0
 
 
 # the drills of workbench/ops/drills_extra.py register themselves on import

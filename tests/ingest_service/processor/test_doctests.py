@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "ingest_service.processor.decode",
     "ingest_service.processor.dedup",
+    "ingest_service.processor.sink",
     "ingest_service.processor.windows",
     "workbench.lake",
     "workbench.lake.promote",
