@@ -68,6 +68,7 @@ def run(
     poller.start()
     totals = BatchResult()
     started = time.monotonic()
+    processed_at: float | None = None  # when this member last committed a batch
     last_maintain = time.monotonic()
     maintainer: threading.Thread | None = None
     try:
@@ -87,11 +88,14 @@ def run(
                 if len(batch):
                     result = processor.process(batch)
                     last = result.last_offsets
+                    processed_at = time.time()
                     for field in ("records", "stored", "rejected", "duplicates", "late"):
                         setattr(totals, field, getattr(totals, field) + getattr(result, field))
                     logger.debug("batch: %s", result)
                 if heartbeat is not None:
-                    _beat(heartbeat, processor, totals, started, poller.first_record_at)
+                    _beat(
+                        heartbeat, processor, totals, started, poller.first_record_at, processed_at
+                    )
                     if poller.joined.is_set():
                         # in the group and storing: a rolling restart may stop an old member
                         # (Tansu's join stalls for good when a member leaves mid-join)
@@ -124,6 +128,7 @@ def _beat(
     totals: BatchResult,
     started: float,
     first_record_at: float | None,
+    processed_at: float | None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -140,6 +145,7 @@ def _beat(
                 "duplicates": totals.duplicates,
                 "late": totals.late,
                 "first_record_at": first_record_at,
+                "processed_at": processed_at,
             }
         )
     )
@@ -166,6 +172,7 @@ class _Heartbeats:
         self.pool = pool
         self.retired = dict.fromkeys(_COUNTS, 0)  # totals of members that have exited
         self._last = 0.0
+        self._unwritable = False
         _members_dir(config).mkdir(parents=True, exist_ok=True)
         for stale in _members_dir(config).glob("*.json"):
             stale.unlink()
@@ -203,11 +210,24 @@ class _Heartbeats:
             "partitions": sorted({p for b in beats for p in b["partitions"]}),
             **{f: self.retired[f] + sum(int(b.get(f, 0)) for b in beats) for f in _COUNTS},
             "first_record_at": min(starts) if starts else None,
+            # the latest batch any live member committed (status: recovered from a crash?)
+            "processed_at": max(
+                (b["processed_at"] for b in beats if b.get("processed_at") is not None),
+                default=None,
+            ),
         }
         path = heartbeat_path(self.config)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(folded))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(folded))
+            tmp.replace(path)
+        except OSError as exc:
+            # e.g. a full disk: the members keep running, status sees the heartbeat age
+            if not self._unwritable:
+                logger.warning("cannot write %s (%s); retrying", path, exc)
+            self._unwritable = True
+        else:
+            self._unwritable = False
 
 
 def run_processor(config: Config) -> int:

@@ -118,6 +118,32 @@ register(
 )
 
 
+def _pool_line(config: Config, name: str, noun: str) -> str:
+    """``2 workers; last rolling restart done 10:41:07 (replaced 2 of 2)`` from the pool
+    state of a pooled component (empty when it has none)."""
+    import datetime as dt
+
+    from workbench.stack.pool import pool_state
+
+    state = pool_state(config, name)
+    if not state:
+        return ""
+    line = f"{len(state.get('workers', []))} {noun}"
+    roll = state.get("roll")
+    if roll:
+        at = roll.get("finished_at") or roll.get("requested_at") or 0
+        clock = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%H:%M:%S UTC")
+        line += (
+            f"; last rolling restart {roll.get('state')} {clock} "
+            f"(replaced {roll.get('replaced')} of {roll.get('of')})"
+        )
+    return line
+
+
+def _gateway_describe(config: Config) -> str:
+    return "ok: " + (_pool_line(config, "gateway", "workers") or "serving")
+
+
 def _gateway_command(config: Config, options: UpOptions) -> list[str]:
     return [sys.executable, "-m", "ingest_service", "gateway"]
 
@@ -132,6 +158,7 @@ register(
             Port(cfg.host, cfg.legacy_port, "WORKBENCH_LEGACY_PORT"),
         ],
         health=http_health("/healthz", port=lambda cfg: cfg.gateway_port),
+        describe=_gateway_describe,
         rolling="pool",
         stop_timeout_s=30.0,
     )
@@ -142,10 +169,21 @@ def _processor_command(config: Config, options: UpOptions) -> list[str]:
     return [sys.executable, "-m", "ingest_service", "process"]
 
 
+_CRASH_RECENT_S = 30.0
+"""A processor member that crashed this recently, with no batch committed since, makes
+the processor unhealthy."""
+
+
 def _processor_health(config: Config) -> str | None:
-    """Healthy while the processor's heartbeat file is fresh (it beats after every batch)."""
+    """Healthy while the processor's heartbeat file is fresh (it beats after every batch)
+    and it is not crash-looping: a member crashed in the last :data:`_CRASH_RECENT_S`
+    seconds and no member committed a batch since. A member that fails at every batch
+    (a full disk, an unwritable lake) is replaced over and over, and its replacements
+    beat while they join the group, so the heartbeat alone stays fresh."""
     import json
     import time
+
+    from workbench.stack.pool import pool_state
 
     path = config.run_dir / "processor.heartbeat.json"
     try:
@@ -156,6 +194,16 @@ def _processor_health(config: Config) -> str | None:
     if age > 30:
         return (
             f"last heartbeat {age:.0f}s ago (pid {beat.get('pid')}); see 'workbench logs processor'"
+        )
+    pool = pool_state(config, "processor") or {}
+    crash = pool.get("last_crash")
+    recovered = float(beat.get("processed_at") or 0) > float((crash or {}).get("at", 0))
+    if crash and time.time() - float(crash.get("at", 0)) < _CRASH_RECENT_S and not recovered:
+        return (
+            f"member pid {crash.get('pid')} exited with {crash.get('code')} after "
+            f"{crash.get('lived_s')}s, {time.time() - float(crash['at']):.0f}s ago "
+            f"and no batch committed since ({pool.get('crashes')} crashes since start); "
+            "see 'workbench logs processor'"
         )
     return None
 
@@ -203,7 +251,8 @@ def _processor_describe(config: Config) -> Detail:
         )
     except (OSError, ValueError):
         pass
-    return Detail("ok: " + "; ".join(parts), metrics)
+    parts.append(_pool_line(config, "processor", "members"))
+    return Detail("ok: " + "; ".join(p for p in parts if p), metrics)
 
 
 register(

@@ -7,7 +7,8 @@ parent:
 1. starts N workers, ``argv(slot)`` each; a worker tells the parent it is ready
    (serving, or polling its partitions) with :func:`signal_ready`;
 2. replaces a worker that exits while the pool is not stopping (a crash, a
-   SIGKILL); a slot whose workers die within :data:`FAST_EXIT_S` of their start
+   SIGKILL) and counts it (``crashes`` and ``last_crash`` in the state file); a
+   slot whose workers die within :data:`FAST_EXIT_S` of their start
    :data:`MAX_FAST_EXITS` times in a row stops the whole pool (exit 1) instead
    of looping;
 3. on SIGHUP replaces the workers one at a time — the *rolling restart*: start
@@ -18,7 +19,7 @@ parent:
 4. on SIGTERM/SIGINT stops every worker (SIGTERM, then SIGKILL after the drain
    timeout) and exits 0.
 
-The state — members, and the outcome of the last roll — is in
+The state — members, crashes, and the outcome of the last roll — is in
 ``$WORKBENCH_HOME/run/<name>.pool.json``, which ``workbench status`` and
 ``workbench restart --rolling`` (:func:`request_roll`) read.
 """
@@ -186,6 +187,9 @@ class WorkerPool:
         self._roll_requested: float | None = None
         self._roll: _Roll | None = None
         self._fast_exits = [0] * count
+        self._crashes = 0  # workers that exited while nobody asked them to (crash, kill)
+        self._last_crash: dict[str, Any] | None = None
+        self._state_unwritable = False
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -247,6 +251,14 @@ class WorkerPool:
             lived = time.monotonic() - worker.started
             slot = worker.slot
             self._fast_exits[slot] = self._fast_exits[slot] + 1 if lived < FAST_EXIT_S else 0
+            self._crashes += 1
+            self._last_crash = {
+                "slot": slot,
+                "pid": worker.proc.pid,
+                "code": code,
+                "lived_s": round(lived, 1),
+                "at": time.time(),
+            }
             if self._fast_exits[slot] >= MAX_FAST_EXITS:
                 logger.error(
                     "%s worker %d exited %d times within %.0fs of its start (last code %s);"
@@ -360,12 +372,21 @@ class WorkerPool:
             "at": time.time(),
             "stopped": stopped,
             "workers": [w.describe() for w in self.workers],
+            "crashes": self._crashes,
+            "last_crash": self._last_crash,
             "roll": dataclasses.asdict(self._roll) if self._roll else None,
         }
         path = _state_path(self._run_dir, self.name)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(state))
+            tmp.replace(path)
+        except OSError as exc:  # e.g. a full disk: keep the workers running all the same
+            if not self._state_unwritable:
+                logger.warning("%s: cannot write %s (%s); retrying", self.name, path, exc)
+            self._state_unwritable = True
+        else:
+            self._state_unwritable = False
 
 
 def request_roll(

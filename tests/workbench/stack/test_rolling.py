@@ -114,6 +114,10 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_nothing(tmp_path:
         assert set(stored.iter_rows()) == accepted  # nothing lost, nothing extra
         status = run_cli(env, "status", "--json")
         assert status.returncode == 0, status.stdout
+        details = {c["name"]: c["detail"] for c in json.loads(status.stdout)["components"]}
+        assert "2 workers; last rolling restart done" in details["gateway"]
+        assert "2 members; last rolling restart done" in details["processor"]
+        assert "(replaced 2 of 2)" in details["processor"]
     finally:
         down = run_cli(env, "down", timeout=300)
     assert down.returncode == 0, down.stderr

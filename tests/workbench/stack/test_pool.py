@@ -1,0 +1,99 @@
+"""The worker pool's crash record and the processor health built on it (real processes)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench.config import Config
+from workbench.stack.base import Component, registered
+
+_POOL = textwrap.dedent(
+    """
+    import logging, sys
+    from pathlib import Path
+    from workbench.stack.pool import WorkerPool
+    logging.basicConfig(level=logging.INFO)
+    run_dir, worker = Path(sys.argv[1]), sys.argv[2]
+    pool = WorkerPool(
+        "demo", count=1, argv=lambda slot: [sys.executable, "-c", worker], env={},
+        run_dir=run_dir, drain_timeout_s=5, ready_timeout_s=5,
+    )
+    sys.exit(pool.run())
+    """
+)
+
+
+def _pool(run_dir: Path, worker: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _POOL, str(run_dir), worker],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_crashed_workers_are_counted_in_the_state_file(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, "import sys, time; time.sleep(0.2); sys.exit(3)")
+    assert pool.wait(timeout=60) == 1  # five fast exits in a row stop the pool
+    state = json.loads((tmp_path / "demo.pool.json").read_text())
+    assert state["crashes"] == 5
+    crash = state["last_crash"]
+    assert (crash["slot"], crash["code"]) == (0, 3)
+    assert 0.1 < crash["lived_s"] < 3
+    assert time.time() - 60 < crash["at"] <= time.time()
+
+
+def test_a_state_file_that_cannot_be_written_does_not_stop_the_pool(tmp_path: Path) -> None:
+    (tmp_path / "demo.pool.tmp").mkdir()  # writing the state fails like on a full disk
+    pool = _pool(tmp_path, "import time; time.sleep(60)")
+    time.sleep(2)
+    assert pool.poll() is None
+    pool.send_signal(signal.SIGTERM)
+    out, _ = pool.communicate(timeout=30)
+    assert pool.returncode == 0
+    assert out.count("cannot write") == 1, out  # said once, not every tick
+
+
+def _processor() -> Component:
+    return next(c for c in registered() if c.name == "processor")
+
+
+@pytest.mark.parametrize(
+    ("crashed_s_ago", "processed_s_ago", "healthy"),
+    [
+        (None, 1.0, True),  # no crash
+        (5.0, None, False),  # crashed, nothing committed since: crash-looping
+        (5.0, 8.0, False),  # the last commit was before the crash
+        (5.0, 1.0, True),  # a member committed a batch since: recovered
+        (45.0, None, True),  # long ago
+    ],
+)
+def test_processor_health_flags_a_recent_crash_without_a_commit_since(
+    tmp_path: Path, crashed_s_ago: float | None, processed_s_ago: float | None, healthy: bool
+) -> None:
+    config = Config.from_env({"WORKBENCH_HOME": str(tmp_path)})
+    config.run_dir.mkdir(parents=True)
+    now = time.time()
+    beat = {"at": now, "processed_at": None if processed_s_ago is None else now - processed_s_ago}
+    (config.run_dir / "processor.heartbeat.json").write_text(json.dumps(beat))
+    crash = None if crashed_s_ago is None else {"pid": 4242, "code": 1, "lived_s": 7.5}
+    if crash is not None and crashed_s_ago is not None:
+        crash["at"] = now - crashed_s_ago
+    state = {"workers": [], "crashes": 0 if crash is None else 3, "last_crash": crash}
+    (config.run_dir / "processor.pool.json").write_text(json.dumps(state))
+
+    health = _processor().health(config)  # type: ignore[misc]
+    if healthy:
+        assert health is None
+    else:
+        assert health is not None
+        assert health.startswith("member pid 4242 exited with 1 after 7.5s, 5s ago")
+        assert "no batch committed since (3 crashes since start)" in health
