@@ -147,7 +147,10 @@ def _finish(
         summary["failed"] == 0 and not summary["rejected"],
     )
     stack.wait_stored(summary["accepted"], timeout_s=settle_s)
-    report.exactly_once(stack.ledger(run.truth))
+    ledger = stack.ledger(run.truth)
+    report.exactly_once(ledger)
+    if ledger.lost:
+        report.step(stack.explain_lost(run.truth))
     unhealthy = {k: v for k, v in stack.healthy().items() if v is not None}
     report.check(f"every component healthy afterwards {unhealthy or ''}".strip(), not unhealthy)
 

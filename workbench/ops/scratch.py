@@ -264,6 +264,28 @@ class ScratchStack:
             unexpected=distinct.join(accepted, on=keys, how="anti").height,
         )
 
+    def explain_lost(self, *truths: Path, limit: int = 5) -> str:
+        """Where accepted-but-missing events went: their truth lines and any
+        ``telemetry_rejected`` rows for them (for a drill that found a loss)."""
+        from workbench.lake.tables import table_uri
+
+        keys = ["device_id", "seq"]
+        frames = [pl.read_ndjson(t, schema_overrides={"seq": pl.Int64}) for t in truths]
+        truth = pl.concat([f.select("device_id", "seq", "ts", "outcome") for f in frames])
+        accepted = truth.filter(pl.col("outcome") == "accepted").unique(keys)
+        lost = accepted.join(self.stored().unique(), on=keys, how="anti").head(limit)
+        try:
+            rejected = pl.read_delta(table_uri(self.config, "telemetry_rejected"))
+            found = lost.join(rejected.select(*keys, "reason"), on=keys, how="left")
+        except Exception:  # no rejected table
+            found = lost.with_columns(reason=pl.lit(None, pl.String))
+        rows = [
+            f"{r['device_id']} seq {r['seq']} ts {r['ts']}: "
+            + (f"rejected as {r['reason']}" if r["reason"] else "not in telemetry_rejected")
+            for r in found.iter_rows(named=True)
+        ]
+        return f"lost events (first {len(rows)}): " + "; ".join(rows)
+
     # --- resources -------------------------------------------------------------------------
 
     def processes(self) -> dict[str, list[psutil.Process]]:
