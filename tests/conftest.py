@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,23 +17,8 @@ import pytest
 
 from workbench.config import Config
 from workbench.kafka import ensure_topic
+from workbench.ops.scratch import PORT_VARS, free_port
 from workbench.stack import supervisor
-
-PORT_VARS = (
-    "WORKBENCH_KAFKA_PORT",
-    "WORKBENCH_GATEWAY_PORT",
-    "WORKBENCH_LEGACY_PORT",
-    "WORKBENCH_HIVE_PORT",
-    "WORKBENCH_VOILA_PORT",
-    "WORKBENCH_LAB_PORT",
-)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def isolated_env(home: Path, **overrides: str) -> dict[str, str]:

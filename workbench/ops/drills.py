@@ -137,8 +137,17 @@ def _load(
 
 
 def _finish(
-    stack: ScratchStack, report: DrillReport, run: SimulatorRun, *, settle_s: float = 180
+    stack: ScratchStack,
+    report: DrillReport,
+    run: SimulatorRun,
+    *,
+    settle_s: float = 180,
+    own_truth: Path | None = None,
+    own_accepted: int = 0,
 ) -> None:
+    """Check the devices' answers, then the lake against their truth log (and against
+    ``own_truth``, the log of events the drill sent itself, ``own_accepted`` of them
+    accepted), then every component's health."""
     summary = run.wait(timeout=900)
     report.check(
         f"devices saw no failed request (accepted {summary['accepted']:,} of "
@@ -146,11 +155,12 @@ def _finish(
         f"refused {summary['rejected'] or 'none'})",
         summary["failed"] == 0 and not summary["rejected"],
     )
-    stack.wait_stored(summary["accepted"], timeout_s=settle_s)
-    ledger = stack.ledger(run.truth)
+    truths = [run.truth] if own_truth is None else [run.truth, own_truth]
+    stack.wait_stored(summary["accepted"] + own_accepted, timeout_s=settle_s)
+    ledger = stack.ledger(*truths)
     report.exactly_once(ledger)
     if ledger.lost:
-        report.step(stack.explain_lost(run.truth))
+        report.step(stack.explain_lost(*truths))
     unhealthy = {k: v for k, v in stack.healthy().items() if v is not None}
     report.check(f"every component healthy afterwards {unhealthy or ''}".strip(), not unhealthy)
 

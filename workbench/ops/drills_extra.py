@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from workbench.config import Config
 from workbench.ops.drills import DrillReport, _finish, _load, drill
-from workbench.ops.scratch import ScratchStack, SimulatorRun
+from workbench.ops.scratch import ScratchStack
 
 __all__: list[str] = []  # the drills register themselves with @drill
 
@@ -206,29 +206,6 @@ def _table(stack: ScratchStack, name: str, columns: list[str]) -> pl.DataFrame:
     from workbench.lake.tables import table_uri
 
     return pl.read_delta(table_uri(stack.config, name), columns=columns)
-
-
-def _finish_with(
-    stack: ScratchStack,
-    report: DrillReport,
-    run: SimulatorRun,
-    truth: _Truth,
-    *,
-    settle_s: float = 180,
-) -> None:
-    """:func:`~workbench.ops.drills._finish` with the drill's own devices' truth log too."""
-    summary = run.wait(timeout=900)
-    report.check(
-        f"devices saw no failed request (accepted {summary['accepted']:,} of "
-        f"{summary['sent']:,}, {summary['retries']:,} retried, {summary['failed']} failed, "
-        f"refused {summary['rejected'] or 'none'})",
-        summary["failed"] == 0 and not summary["rejected"],
-    )
-    stack.wait_stored(summary["accepted"] + len(truth.accepted), timeout_s=settle_s)
-    ledger = stack.ledger(run.truth, truth.write())
-    report.exactly_once(ledger)
-    unhealthy = {k: v for k, v in stack.healthy().items() if v is not None}
-    report.check(f"every component healthy afterwards {unhealthy or ''}".strip(), not unhealthy)
 
 
 # --- bad-input-storm ----------------------------------------------------------------------
@@ -779,7 +756,7 @@ def _bad_input_storm(stack: ScratchStack, report: DrillReport) -> None:
         f"{sorted(stack.workers('gateway'))} (before the storm {workers})",
         health.status_code == 200 and sorted(stack.workers("gateway")) == workers,
     )
-    _finish_with(stack, report, run, truth)
+    _finish(stack, report, run, own_truth=truth.write(), own_accepted=len(truth.accepted))
     _check_dead_letters(stack, report, dev, out_of_range)
 
 
@@ -976,7 +953,7 @@ def _clock_skew(stack: ScratchStack, report: DrillReport) -> None:
         "every event of the clocks behind, right, or 5 min ahead was accepted",
         all(set(d.answers) == {"accepted"} for d in accepted),
     )
-    _finish_with(stack, report, run, truth)
+    _finish(stack, report, run, own_truth=truth.write(), own_accepted=len(truth.accepted))
     _check_where_skewed_land(stack, report, by_id, late_before, started)
 
 

@@ -28,7 +28,8 @@ from tests.conftest import free_port, isolated_env
 from tests.ingest_service.processor.conftest import T0, encode, event, produce
 from workbench.config import Config
 from workbench.kafka import ensure_topic, topic_id, wait_for_kafka
-from workbench.stack.components import broker_binary
+from workbench.stack.base import UpOptions
+from workbench.stack.components import _broker_command
 
 OLD = "01a21c61-9da8-7293-9e7a-c10dd082d08d"
 NEW = "01a21c61-eb0c-7060-892d-a1f44b4f9469"
@@ -135,18 +136,8 @@ class Broker:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        url = f"tcp://{self.config.host}:{self.config.kafka_port}"
         self.proc = subprocess.Popen(
-            [
-                str(broker_binary(self.config)),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            _broker_command(self.config, UpOptions()),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
