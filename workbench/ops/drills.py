@@ -165,6 +165,31 @@ def _finish(
     report.check(f"every component healthy afterwards {unhealthy or ''}".strip(), not unhealthy)
 
 
+def _kill_workers(
+    stack: ScratchStack,
+    report: DrillReport,
+    component: str,
+    noun: str,
+    *,
+    pauses: list[float],
+    pick: Callable[[list[int]], int],
+) -> None:
+    """SIGKILL one of ``component``'s workers after each pause, wait until its pool
+    replaced it, then check the pool is back to full strength."""
+    count = len(stack.workers(component))
+    for kill, pause in enumerate(pauses, 1):
+        time.sleep(pause)
+        victim = pick(stack.workers(component))
+        os.kill(victim, signal.SIGKILL)
+        report.step(f"kill {kill}/{len(pauses)}: SIGKILL {component} {noun} pid {victim}")
+        deadline = time.monotonic() + 60
+        while victim in stack.workers(component) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    report.check(
+        f"the {component} replaced every killed {noun}", len(stack.workers(component)) == count
+    )
+
+
 # --- the drills --------------------------------------------------------------------------
 
 
@@ -176,17 +201,13 @@ def _finish(
 def _processor_kill(stack: ScratchStack, report: DrillReport) -> None:
     run = _load(stack, report, seconds=75)
     rng = random.Random(os.getpid())
-    for kill in range(5):
-        time.sleep(rng.uniform(3, 8))
-        victim = rng.choice(stack.workers("processor"))
-        os.kill(victim, signal.SIGKILL)
-        report.step(f"kill {kill + 1}/5: SIGKILL processor member pid {victim}")
-        deadline = time.monotonic() + 60
-        while victim in stack.workers("processor") and time.monotonic() < deadline:
-            time.sleep(0.2)
-    report.check(
-        "the processor replaced every killed member",
-        len(stack.workers("processor")) == 2,
+    _kill_workers(
+        stack,
+        report,
+        "processor",
+        "member",
+        pauses=[rng.uniform(3, 8) for _ in range(5)],
+        pick=rng.choice,
     )
     _finish(stack, report, run)
 
@@ -198,15 +219,7 @@ def _processor_kill(stack: ScratchStack, report: DrillReport) -> None:
 )
 def _gateway_kill(stack: ScratchStack, report: DrillReport) -> None:
     run = _load(stack, report, seconds=45)
-    for kill in range(2):
-        time.sleep(5)
-        victim = stack.workers("gateway")[0]
-        os.kill(victim, signal.SIGKILL)
-        report.step(f"kill {kill + 1}/2: SIGKILL gateway worker pid {victim}")
-        deadline = time.monotonic() + 60
-        while victim in stack.workers("gateway") and time.monotonic() < deadline:
-            time.sleep(0.2)
-    report.check("the gateway replaced every killed worker", len(stack.workers("gateway")) == 2)
+    _kill_workers(stack, report, "gateway", "worker", pauses=[5, 5], pick=lambda pids: pids[0])
     _finish(stack, report, run)
 
 
