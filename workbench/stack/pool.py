@@ -406,7 +406,7 @@ def request_roll(
     while time.monotonic() < deadline:
         state = pool_state(config, name) or {}
         roll = state.get("roll") or {}
-        if roll.get("requested_at", 0) >= asked - 1:
+        if roll.get("requested_at", 0) >= asked:  # this roll, not an earlier one
             if roll.get("replaced", 0) != shown and roll.get("state") == "rolling":
                 shown = roll.get("replaced", 0)
                 report(f"{name}: replaced {shown} of {roll.get('of')} workers…")

@@ -97,3 +97,78 @@ def test_processor_health_flags_a_recent_crash_without_a_commit_since(
         assert health is not None
         assert health.startswith("member pid 4242 exited with 1 after 7.5s, 5s ago")
         assert "no batch committed since (3 crashes since start)" in health
+
+
+# a worker that signals ready unless the file named in argv... exists, then sleeps
+_WORKER = textwrap.dedent(
+    """
+    import os, time
+    from pathlib import Path
+    from workbench.stack.pool import signal_ready
+    if not Path(os.environ["BROKEN_FLAG"]).exists():
+        signal_ready()
+    time.sleep(600)
+    """
+)
+
+
+def _roll(run_dir: Path, parent: int) -> tuple[str, dict]:
+    """``request_roll`` against the pool parent; ('done'|error text, the roll state)."""
+    import psutil
+
+    from workbench.exceptions import ComponentFailed
+    from workbench.stack.pool import pool_state, request_roll
+
+    config = Config.from_env({"WORKBENCH_HOME": str(run_dir.parent)})
+    try:
+        request_roll(config, "demo", psutil.Process(parent), report=print, timeout_s=60)
+        outcome = "done"
+    except ComponentFailed as exc:
+        outcome = str(exc)
+    return outcome, (pool_state(config, "demo") or {})
+
+
+def test_a_rolling_restart_replaces_workers_and_a_new_one_that_never_gets_ready_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    flag = tmp_path / "broken"
+    monkeypatch.setenv("BROKEN_FLAG", str(flag))
+    pool = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _POOL.replace("env={}", "env=dict(__import__('os').environ)"),
+            str(run_dir),
+            _WORKER,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        state_file = run_dir / "demo.pool.json"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if state_file.exists() and all(
+                w["ready"] for w in json.loads(state_file.read_text())["workers"]
+            ):
+                break
+            time.sleep(0.1)
+        first = json.loads(state_file.read_text())["workers"][0]["pid"]
+
+        outcome, state = _roll(run_dir, pool.pid)  # a healthy roll
+        assert outcome == "done"
+        second = state["workers"][0]["pid"]
+        assert second != first and state["roll"]["replaced"] == 1
+
+        flag.touch()  # the next new worker never gets ready (ready_timeout_s=5)
+        outcome, state = _roll(run_dir, pool.pid)
+        assert "rolling restart failed" in outcome and "not ready within 5s" in outcome
+        assert state["roll"]["state"] == "failed"
+        assert state["workers"][0]["pid"] == second  # the old worker keeps serving
+        assert pool.poll() is None
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        pool.wait(timeout=30)
