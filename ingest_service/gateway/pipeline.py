@@ -82,6 +82,11 @@ class PipelineMetrics:
                 await asyncio.wait_for(asyncio.shield(self._refreshing), SCRAPE_WAIT_S)
         return generate_latest(self)
 
+    @property
+    def refreshing(self) -> bool:
+        """Whether a refresh is under way (a scrape may have returned before it ended)."""
+        return self._refreshing is not None
+
     async def aclose(self) -> None:
         """Close the Kafka clients (after a refresh in progress, if any, has finished)."""
         await asyncio.to_thread(self._reader.close)

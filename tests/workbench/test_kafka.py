@@ -146,12 +146,10 @@ def test_missing_topic_is_a_clear_error(lag_config: Config):
         consumer_lag(missing)
 
 
-def test_unreachable_kafka_is_a_clear_error_within_the_timeout(lag_config: Config):
+def test_unreachable_kafka_is_a_clear_error(lag_config: Config):
     down = dataclasses.replace(lag_config, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
-    started = time.monotonic()
     with pytest.raises(LagUnavailable) as caught:
         consumer_lag(down, timeout_s=1.0)
-    assert time.monotonic() - started < 5
     assert f"Kafka at {down.bootstrap_servers} did not answer" in str(caught.value)
     assert caught.value.hint
 
