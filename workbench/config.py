@@ -123,6 +123,13 @@ class Config:
         "consumer-group members the processor runs (one process each, under one parent)",
         "int",
     )
+    processor_client: str = _setting(
+        "WORKBENCH_PROCESSOR_CLIENT",
+        "librdkafka",
+        "Kafka client of the processor's group members: librdkafka (confluent-kafka) "
+        "or kafka-python",
+        "kafkaclient",
+    )
     commit_interval: float = _setting(
         "WORKBENCH_COMMIT_INTERVAL",
         "1.0",
@@ -317,6 +324,12 @@ def _parse_loglevel(setting: Setting, raw: str) -> str:
     return raw.upper()
 
 
+def _parse_kafka_client(setting: Setting, raw: str) -> str:
+    if raw not in {"librdkafka", "kafka-python"}:
+        raise _invalid(setting, raw, "librdkafka or kafka-python")
+    return raw
+
+
 def _parse_bool(setting: Setting, raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -335,6 +348,7 @@ _PARSERS: dict[str, Callable[[Setting, str], Any]] = {
     "servers": _parse_servers,
     "loglevel": _parse_loglevel,
     "bool": _parse_bool,
+    "kafkaclient": _parse_kafka_client,
 }
 
 

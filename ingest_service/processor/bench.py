@@ -3,8 +3,10 @@ kafka-python consumer over the same topic, and bytes per stored event (DESIGN.md
 
 1. preload ``--events`` simulated events (``simulator.fleet.Fleet``, the gateway's
    record format) into a fresh topic of the configured Kafka;
-2. bare: ``--processes`` kafka-python consumers in one group, same client settings
-   as the processor, only counting records; rate = events / (last record - first record);
+2. bare: ``--processes`` kafka-python consumers in one group (the target's baseline),
+   same client settings as the processor's kafka-python member, only counting
+   records; rate = events / (last record - first record); then the same with
+   librdkafka consumers (the processor's default client), for comparison;
 3. processor: ``--processes`` real ``python -m ingest_service process`` subprocesses
    into a scratch lake; rate = events / (time the lake holds every offset in
    ``telemetry`` *and* ``building_metrics_1m`` - time the first record was polled);
@@ -65,13 +67,13 @@ def _preload(config: Config, events: int, devices: int) -> int:
     return sent
 
 
-def _bare(config: Config, processes: int, events: int) -> float:
-    """Rate of ``processes`` bare group consumers draining the topic."""
+def _bare(config: Config, processes: int, events: int, client: str = "kafka-python") -> float:
+    """Rate of ``processes`` bare group consumers (``client``) draining the topic."""
     group = f"bench-bare-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **config.env()}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "ingest_service.processor.bench", group],
+            [sys.executable, "-m", "ingest_service.processor.bench", group, client],
             env=env,
             stdout=subprocess.PIPE,
             text=True,
@@ -87,8 +89,11 @@ def _bare(config: Config, processes: int, events: int) -> float:
     return float(total / (last - first))
 
 
-def _bare_consume(group: str) -> None:
+def _bare_consume(group: str, client: str) -> None:
     """One bare consumer (a subprocess): count records until the topic has been idle 3 s."""
+    if client == "librdkafka":
+        _bare_rdkafka(group)
+        return
     from kafka import KafkaConsumer
 
     from ingest_service.processor.fetcher import consumer_settings
@@ -104,6 +109,38 @@ def _bare_consume(group: str) -> None:
         now = time.time()
         if n:
             first = first or now
+            last = now
+            count += n
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > (3 if count else 60):
+            break
+    consumer.close()
+    print(json.dumps({"count": count, "first": first, "last": last}))
+
+
+def _bare_rdkafka(group: str) -> None:
+    """:func:`_bare_consume` with librdkafka, touching each record's value as the
+    processor's member does. librdkafka fetches ahead in its own threads, so its clock
+    starts at the assignment, not at the first record delivered."""
+    from confluent_kafka import Consumer, Message, TopicPartition
+
+    from ingest_service.processor.fetcher import POLL_RECORDS, rdkafka_settings
+
+    config = Config.from_env()
+    consumer = Consumer(rdkafka_settings(config, group=group, offset_reset="earliest"))
+    count, first, last = 0, 0.0, 0.0
+
+    def assigned(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        nonlocal first
+        first = first or time.time()
+
+    consumer.subscribe([config.topic], on_assign=assigned)
+    idle_since = time.monotonic()
+    while True:
+        polled = consumer.consume(POLL_RECORDS, 0.5)
+        n = len([v for v in map(Message.value, polled) if v is not None])
+        now = time.time()
+        if n:
             last = now
             count += n
             idle_since = time.monotonic()
@@ -210,11 +247,13 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
             f"into {topic}…"
         )
         events = _preload(bench_config, args.events, args.devices)
-        bare_rates, proc_rates = [], []
+        bare_rates, rd_rates, proc_rates = [], [], []
         stored, lake = 0, home
         for run in range(args.runs):
-            say(f"run {run + 1}/{args.runs}: {args.processes} bare consumer(s)…")
+            say(f"run {run + 1}/{args.runs}: {args.processes} bare kafka-python consumer(s)…")
             bare_rates.append(_bare(bench_config, args.processes, events))
+            say(f"run {run + 1}/{args.runs}: {args.processes} bare librdkafka consumer(s)…")
+            rd_rates.append(_bare(bench_config, args.processes, events, "librdkafka"))
             say(f"run {run + 1}/{args.runs}: {args.processes} processor(s)…")
             rate, stored = _processors(bench_config, args.processes, events, home)
             proc_rates.append(rate)
@@ -225,6 +264,7 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
     bare, proc = statistics.median(bare_rates), statistics.median(proc_rates)
+    rd = statistics.median(rd_rates)
     ratio = proc / bare
     figures = {
         "processes": args.processes,
@@ -232,18 +272,28 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
         "devices": args.devices,
         "runs": args.runs,
         "processor_events_per_s": round(proc),
+        "processor_client": config.processor_client,
         "bare_consumer_events_per_s": round(bare),
         "ratio": round(ratio, 3),
+        "bare_librdkafka_events_per_s": round(rd),
+        "ratio_librdkafka": round(proc / rd, 3),
         "bytes_per_event_ingested": round(ingested_bpe, 2),
         "bytes_per_event_compacted": round(compacted_bpe, 2),
         "processor_runs": [round(r) for r in proc_rates],
         "bare_runs": [round(r) for r in bare_rates],
+        "bare_librdkafka_runs": [round(r) for r in rd_rates],
     }
     print_table(
         [
-            ("processor drain (telemetry + aggregates)", f"{proc:,.0f} events/s", ""),
+            (
+                f"processor drain (telemetry + aggregates; {config.processor_client})",
+                f"{proc:,.0f} events/s",
+                "",
+            ),
             ("bare kafka-python consumer", f"{bare:,.0f} events/s", ""),
             ("ratio", f"{ratio:.0%}", f">= {_TARGET_RATIO:.0%}"),
+            ("bare librdkafka consumer (for comparison)", f"{rd:,.0f} events/s", ""),
+            ("ratio to librdkafka", f"{proc / rd:.0%}", ""),
             ("bytes/event as ingested", f"{ingested_bpe:.1f}", ""),
             ("bytes/event after lake maintain", f"{compacted_bpe:.1f}", f"<= {_TARGET_BYTES:g}"),
         ],
@@ -270,4 +320,4 @@ add_bench(
 
 
 if __name__ == "__main__":
-    _bare_consume(sys.argv[1])
+    _bare_consume(sys.argv[1], sys.argv[2])

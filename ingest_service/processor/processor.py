@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import logging
+import time
 from collections.abc import Iterable
 
 import polars as pl
@@ -56,6 +57,15 @@ class BatchResult:
     late: int = 0
     buildings: int = 0
     last_offsets: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)
+    stages_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Wall milliseconds of each step (decode, dedup, rejected, telemetry, metrics, state)."""
+
+    def timed(self, stage: str, since: float) -> float:
+        """Record ``stage`` as lasting from ``since`` (``time.perf_counter()``) to now;
+        return now."""
+        now = time.perf_counter()
+        self.stages_ms[stage] = round((now - since) * 1000, 1)
+        return now
 
 
 class Processor:
@@ -301,8 +311,10 @@ class Processor:
         if not len(batch):
             return result
         now = self.clock.now()
+        mark = time.perf_counter()
         # Step 2
         accepted, rejected = decode(batch, now=now, limits=self.limits, promoted=self.readings)
+        mark = result.timed("decode", mark)
         # Step 3
         accepted = accepted.sort("source_partition", "source_offset")
         duplicate = self.index.duplicate_mask(accepted)
@@ -318,6 +330,7 @@ class Processor:
             .agg(pl.col("o").max())
         )
         last: dict[int, int] = dict(zip(ends["p"].to_list(), ends["o"].to_list(), strict=True))
+        mark = result.timed("dedup", mark)
         # Step 4
         rejected = self._not_yet_rejected(rejected)
         if len(rejected):
@@ -332,10 +345,12 @@ class Processor:
                 last,
                 incarnations=self.incarnations,
             )
+        mark = result.timed("rejected", mark)
         stored = accepted.with_columns(
             ingested_at=pl.lit(now, _UTC_US), event_date=pl.col("ts").dt.date()
         )
         stored = self._store_telemetry(stored, batch, last, now=now)
+        mark = result.timed("telemetry", mark)
         # Step 5
         on_time = stored.filter(~pl.col("late"))
         if len(on_time):
@@ -343,9 +358,11 @@ class Processor:
             sink.merge_metrics(
                 self.config, self.group, partials, last, incarnations=self.incarnations, now=now
             )
+            mark = result.timed("metrics", mark)
             earliest = partials["window_start"].min()
             assert isinstance(earliest, dt.datetime)
             self.refresh_state(buildings=partials["building_id"].unique().to_list(), since=earliest)
+            mark = result.timed("state", mark)
             result.buildings = partials["building_id"].n_unique()
         # Step 6
         self.index.add(stored)

@@ -72,8 +72,13 @@ def _check_exactly_once(config: Config, produced: int) -> pl.DataFrame:
     return telemetry
 
 
+# Both Kafka clients the processor's members can use (WORKBENCH_PROCESSOR_CLIENT).
+CLIENTS = pytest.mark.parametrize("client", ["librdkafka", "kafka-python"])
+
+
+@CLIENTS
 def test_every_event_exactly_once_through_five_sigkills(
-    kafka_config: Config, start_processor: object
+    kafka_config: Config, start_processor: object, client: str
 ) -> None:
     records = _records(90_000, seed=7)
     portions = [records[i::6] for i in range(6)]
@@ -83,7 +88,9 @@ def test_every_event_exactly_once_through_five_sigkills(
     for kill in range(5):
         produce(kafka_config, portions[kill])
         # small batches: many commits per portion, so a kill lands between or inside them
-        proc = start_processor(kafka_config, WORKBENCH_COMMIT_MAX_EVENTS="1500")  # type: ignore[operator]
+        proc = start_processor(  # type: ignore[operator]
+            kafka_config, WORKBENCH_COMMIT_MAX_EVENTS="1500", WORKBENCH_PROCESSOR_CLIENT=client
+        )
         before = sum(stored_offsets(kafka_config, partitions).values())
         deadline = time.monotonic() + 60
         while sum(stored_offsets(kafka_config, partitions).values()) == before:
@@ -98,17 +105,18 @@ def test_every_event_exactly_once_through_five_sigkills(
         )
     assert busy_kills >= 3, "most kills must hit a processor with work left"
     produce(kafka_config, portions[5])
-    final = start_processor(kafka_config)  # type: ignore[operator]
+    final = start_processor(kafka_config, WORKBENCH_PROCESSOR_CLIENT=client)  # type: ignore[operator]
     wait_drained(kafka_config, timeout=120, alive=[final], expected=len(records))
     assert final.terminate() == 0
     _check_exactly_once(kafka_config, len(records))
 
 
+@CLIENTS
 def test_two_processors_share_partitions_and_hand_over_on_stop(
-    kafka_config: Config, start_processor: object
+    kafka_config: Config, start_processor: object, client: str
 ) -> None:
-    first = start_processor(kafka_config, "a")  # type: ignore[operator]
-    second = start_processor(kafka_config, "b")  # type: ignore[operator]
+    first = start_processor(kafka_config, "a", WORKBENCH_PROCESSOR_CLIENT=client)  # type: ignore[operator]
+    second = start_processor(kafka_config, "b", WORKBENCH_PROCESSOR_CLIENT=client)  # type: ignore[operator]
     deadline = time.monotonic() + 60
     while True:  # the group settles with both members holding partitions
         owned = [set((p.heartbeat() or {}).get("partitions", [])) for p in (first, second)]  # type: ignore[call-overload]
@@ -134,4 +142,5 @@ def test_two_processors_share_partitions_and_hand_over_on_stop(
         assert time.monotonic() < deadline
         time.sleep(0.3)
     assert first.terminate() == 0
+    assert f"Kafka member on {client} joining group" in first.log.read_text()
     _check_exactly_once(kafka_config, len(records))
