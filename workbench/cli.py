@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn, Protocol
@@ -103,6 +105,15 @@ def _parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every verb cleans up (a soak or a drill stops
+    its scratch stack) before exiting."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workbench`` console script."""
     debug = os.environ.get("WORKBENCH_DEBUG") == "1"
@@ -111,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.error(f"'{args.command}' needs a sub-command")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return handler(Config.from_env(), args)
     except WorkbenchError as exc:
@@ -118,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         say(f"workbench: error: {exc}")
         return exc.exit_code
+    except _Terminated:
+        say("workbench: terminated")
+        return 143
     except KeyboardInterrupt:
         say("workbench: interrupted")
         return 130

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+
+import psutil
 import pytest
 
 from tests.conftest import isolated_env, run_cli
@@ -67,3 +73,37 @@ def test_soak_cli_refuses_a_bad_roll_point(tmp_path):
     assert done.returncode != 0
     assert "--roll-at must be between 0 and 1" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_terminated_soak_stops_its_scratch_stack(tmp_path):
+    """SIGTERM (a CI timeout, `kill`) runs the same clean-up as Ctrl-C: no component of
+    the scratch stack outlives the command."""
+    home = tmp_path / "scratch"
+    env = isolated_env(tmp_path / "home")
+    command = ["soak", "--devices", "50", "--minutes", "5", "--home", str(home), "--keep"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:  # until the devices send
+        seen.append(line)
+        if "devices sending" in line:
+            break
+    else:
+        pytest.fail("".join(seen))
+    pids = [json.loads(p.read_text())["pid"] for p in (home / "run").glob("*.state.json")]
+    assert len(pids) >= 4, pids
+    assert all(psutil.pid_exists(pid) for pid in pids)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, "".join(seen) + rest
+    assert "workbench: terminated" in rest
+    alive = [
+        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+    ]
+    assert alive == [], "".join(seen) + rest
