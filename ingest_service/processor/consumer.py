@@ -50,12 +50,15 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 from ingest_service.processor.decode import RecordBatch
 from ingest_service.processor.fetcher import (
     consumer_settings,
     read_message,
     write_message,
 )
+from ingest_service.processor.packed import Packed
 from ingest_service.processor.processor import Processor
 from workbench.config import Config
 from workbench.kafka import topic_id
@@ -63,12 +66,6 @@ from workbench.kafka import topic_id
 __all__ = ["Poller", "consumer_settings"]
 
 logger = logging.getLogger(__name__)
-
-
-def _split(batch: RecordBatch, n: int) -> tuple[RecordBatch, RecordBatch]:
-    head = RecordBatch(batch.values[:n], batch.keys[:n], batch.partitions[:n], batch.offsets[:n])
-    tail = RecordBatch(batch.values[n:], batch.keys[n:], batch.partitions[n:], batch.offsets[n:])
-    return head, tail
 
 
 class Poller:
@@ -128,22 +125,16 @@ class Poller:
                 chunk = self._queue.popleft()
                 room = max_events - count
                 if len(chunk) > room:  # the rest stays first in line
-                    chunk, rest = _split(chunk, room)
+                    chunk, rest = chunk[:room], chunk[room:]
                     self._queue.appendleft(rest)
                 taken.append(chunk)
                 count += len(chunk)
             self._queued -= count
             self._in_flight = True
             self._cond.notify_all()  # room in the queue
-        if len(taken) == 1:
-            return taken[0]
-        batch = RecordBatch([], [], [], [])
-        for chunk in taken:
-            batch.values.extend(chunk.values)
-            batch.keys.extend(chunk.keys)
-            batch.offsets.extend(chunk.offsets)
-            batch.partitions.extend(chunk.partitions)
-        return batch
+        if not taken:
+            return RecordBatch([], [], [], [])
+        return RecordBatch.concat(taken)
 
     def done(self, last: dict[int, int]) -> None:
         """The batch from :meth:`take` is in the lake (``last``: partition -> last lake
@@ -189,7 +180,9 @@ class Poller:
                 message = read_message(inbox)
                 kind = message[0]
                 if kind == "records":
-                    write_message(outbox, self._records(RecordBatch(*message[1:])))
+                    values, keys = Packed(*message[1:3]), Packed(*message[3:5])
+                    chunk = RecordBatch(values, keys, message[5], message[6])
+                    write_message(outbox, self._records(chunk))
                 elif kind == "idle":
                     write_message(outbox, self._answer())
                 elif kind == "revoked":
@@ -230,9 +223,11 @@ class Poller:
         bases = {p: i.base for p, i in self.processor.incarnations.items() if i.base}
         if not bases:
             return chunk
-        offsets = [
-            o + bases.get(p, 0) for p, o in zip(chunk.partitions, chunk.offsets, strict=True)
-        ]
+        partitions = np.asarray(chunk.partitions, np.int64)
+        by_partition = np.zeros(max(max(bases), int(partitions.max())) + 1, np.int64)
+        for p, base in bases.items():
+            by_partition[p] = base
+        offsets = np.asarray(chunk.offsets, np.int64) + by_partition[partitions]
         return RecordBatch(chunk.values, chunk.keys, chunk.partitions, offsets)
 
     def _answer(self) -> tuple[dict[int, int], bool]:

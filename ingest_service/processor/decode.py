@@ -28,13 +28,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from ingest_service.processor.packed import Packed
 from workbench.events import DEVICE_TYPES, KNOWN_READINGS
 
-__all__ = ["Limits", "RecordBatch", "decode"]
+__all__ = ["Limits", "Packed", "RecordBatch", "decode"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +67,47 @@ class Limits:
 
 @dataclass
 class RecordBatch:
-    """The columns of a polled batch of Kafka records, in offset order per partition."""
+    """The columns of a polled batch of Kafka records, in offset order per partition.
 
-    values: list[bytes]
-    keys: list[bytes | None]
-    partitions: list[int]
-    offsets: list[int]
+    ``values`` and ``keys`` are lists or :class:`Packed`; ``partitions`` and
+    ``offsets`` lists or numpy arrays (the Kafka member sends packed values and
+    arrays, tests build lists).
+    """
+
+    values: Sequence[bytes | None]
+    keys: Sequence[bytes | None]
+    partitions: Sequence[int] | np.ndarray[Any, Any]
+    offsets: Sequence[int] | np.ndarray[Any, Any]
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def __getitem__(self, index: slice) -> RecordBatch:
+        return RecordBatch(
+            self.values[index], self.keys[index], self.partitions[index], self.offsets[index]
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[RecordBatch]) -> RecordBatch:
+        """One batch holding ``parts`` one after the other (packed, arrays)."""
+        if len(parts) == 1:
+            return parts[0]
+        return RecordBatch(
+            Packed.concat([Packed.of(p.values) for p in parts]),
+            Packed.concat([Packed.of(p.keys) for p in parts]),
+            np.concatenate([np.asarray(p.partitions, np.int32) for p in parts]),
+            np.concatenate([np.asarray(p.offsets, np.int64) for p in parts]),
+        )
+
+    def compress(self, mask: Sequence[bool]) -> RecordBatch:
+        """The records where ``mask`` is true."""
+        keep = np.flatnonzero(np.asarray(mask, dtype=bool)).tolist()
+        return RecordBatch(
+            [self.values[i] for i in keep],
+            [self.keys[i] for i in keep],
+            [int(self.partitions[i]) for i in keep],
+            [int(self.offsets[i]) for i in keep],
+        )
 
 
 def decode(
@@ -130,7 +164,7 @@ def decode(
     bad = checked.filter(pl.col("reason").is_not_null())
     rejected = bad.select(
         "reason",
-        pl.Series("raw", [batch.values[i] for i in bad["_row"]], dtype=pl.Binary),
+        pl.Series("raw", [batch.values[i] or b"" for i in bad["_row"]], dtype=pl.Binary),
         pl.Series(
             "key",
             [(batch.keys[i] or b"").decode("utf-8", "replace") for i in bad["_row"]],
@@ -167,7 +201,7 @@ _ACCEPTED_COLUMNS = [
 
 
 def _parse(
-    values: Sequence[bytes],
+    values: Sequence[bytes | None],
     first_row: int,
     pieces: list[pl.DataFrame],
     malformed: list[tuple[int, str]],
@@ -175,9 +209,12 @@ def _parse(
     """Parse ``values`` as NDJSON; on failure split in halves until the bad lines are alone."""
     if not values:
         return
+    packed = Packed.of(values)
     try:
+        if packed.has_empty:  # the parse would skip the line: isolate it
+            raise ValueError("an empty record")
         table = pa_json.read_json(
-            io.BytesIO(b"\n".join(values)),
+            io.BytesIO(packed.joined),
             read_options=pa_json.ReadOptions(block_size=1 << 26),
             parse_options=_PARSE_OPTIONS,
         )
@@ -192,11 +229,13 @@ def _parse(
             malformed.append((first_row, _why_malformed(values[0], exc)))
             return
     half = len(values) // 2
-    _parse(values[:half], first_row, pieces, malformed)
-    _parse(values[half:], first_row + half, pieces, malformed)
+    _parse(packed[:half], first_row, pieces, malformed)
+    _parse(packed[half:], first_row + half, pieces, malformed)
 
 
-def _why_malformed(value: bytes, exc: Exception) -> str:
+def _why_malformed(value: bytes | None, exc: Exception) -> str:
+    if not value:
+        return "malformed: empty record"
     try:
         parsed = json.loads(value)
     except ValueError:

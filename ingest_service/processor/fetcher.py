@@ -9,10 +9,11 @@ truly beside it. The child is the consumer-group member; the parent
 The two talk over the child's stdin/stdout in length-prefixed pickles; every
 message of the child is a request the parent answers:
 
-* ``("records", values, keys, partitions, offsets)`` and ``("idle",)`` after each
-  poll — answered ``(commits, stop)`` once the parent's queue has room (that is
-  the back-pressure): Kafka offsets to commit for lag monitoring, and whether to
-  leave;
+* ``("records", values, value_lengths, keys, key_lengths, partitions, offsets)``
+  (values and keys packed, see :mod:`~ingest_service.processor.packed`; partitions
+  and offsets numpy arrays) and ``("idle",)`` after each poll — answered
+  ``(commits, stop)`` once the parent's queue has room (that is the back-pressure):
+  Kafka offsets to commit for lag monitoring, and whether to leave;
 * ``("revoked", partitions)`` from ``on_partitions_revoked`` — answered once the
   batch being stored is in the lake and queued records are discarded;
 * ``("assigned", partitions)`` from ``on_partitions_assigned`` — answered with the
@@ -40,6 +41,9 @@ import struct
 import sys
 from typing import IO, Any, Literal
 
+import numpy as np
+
+from ingest_service.processor.packed import pack
 from workbench.config import Config
 from workbench.kafka import no_topic_auto_creation
 
@@ -195,7 +199,15 @@ class _Member:
                     keys.extend(map(_KEY, records))
                     offsets.extend(map(_OFFSET, records))
                     partitions.extend(itertools.repeat(tp.partition, len(records)))
-                commits, stop = self.ask(("records", values, keys, partitions, offsets))
+                commits, stop = self.ask(
+                    (
+                        "records",
+                        *pack(values),
+                        *pack(keys),
+                        np.array(partitions, np.int32),
+                        np.array(offsets, np.int64),
+                    )
+                )
             else:
                 commits, stop = self.ask(("idle",))
             self._commit(commits, sync=stop)
@@ -344,13 +356,14 @@ class _RdkafkaMember:
                     )
                     polled = [m for m, e in zip(polled, errors, strict=True) if e is None]
             if polled:
+                n = len(polled)
                 commits, stop = self.ask(
                     (
                         "records",
-                        list(map(value, polled)),
-                        list(map(key, polled)),
-                        list(map(partition, polled)),
-                        list(map(offset, polled)),
+                        *pack(list(map(value, polled))),
+                        *pack(list(map(key, polled))),
+                        np.fromiter(map(partition, polled), np.int32, n),
+                        np.fromiter(map(offset, polled), np.int64, n),
                     )
                 )
             else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -458,13 +457,7 @@ class Processor:
             "skipping %d records delivered again (already stored, or twice in one batch)",
             len(keep) - int(keep.sum()),
         )
-        mask = keep.to_list()
-        return RecordBatch(
-            list(itertools.compress(batch.values, mask)),
-            list(itertools.compress(batch.keys, mask)),
-            list(itertools.compress(batch.partitions, mask)),
-            list(itertools.compress(batch.offsets, mask)),
-        )
+        return batch.compress(keep.to_list())
 
     @staticmethod
     def _duplicates(dups: pl.DataFrame, batch: RecordBatch) -> pl.DataFrame:
@@ -473,10 +466,11 @@ class Processor:
             {
                 "source_partition": pl.Series(batch.partitions, dtype=pl.Int32),
                 "source_offset": pl.Series(batch.offsets, dtype=pl.Int64),
-                "raw": pl.Series(batch.values, dtype=pl.Binary),
             }
-        )
-        return dups.join(where, on=["source_partition", "source_offset"], how="left").select(
+        ).with_row_index("_row")
+        dups = dups.join(where, on=["source_partition", "source_offset"], how="left")
+        raw = [batch.values[i] or b"" for i in dups["_row"].to_list()]
+        return dups.with_columns(raw=pl.Series(raw, dtype=pl.Binary)).select(
             reason=pl.lit("duplicate"),
             raw="raw",
             key="device_id",
@@ -506,7 +500,7 @@ class Processor:
         """Recompute ``building_state`` for ``buildings`` (None: every building active in
         the last day of metrics) from ``building_metrics_1m``; ``since`` is the earliest
         window that changed."""
-        table = open_table(self.config, BUILDING_METRICS_1M)
+        table = sink.latest_table(self.config, BUILDING_METRICS_1M)
         if table is None:
             return
         version = int(table.version())

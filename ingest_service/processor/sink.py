@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -134,6 +135,30 @@ def fingerprint(topic_id: str) -> int:
     """
     digest = hashlib.blake2b(uuid.UUID(topic_id).bytes, digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+_LATEST: dict[str, Any] = {}
+_LATEST_LOCK = threading.Lock()
+
+
+def latest_table(config: Config, name: str) -> Any | None:
+    """``name``'s ``DeltaTable`` at its newest version, or None when it does not exist.
+
+    The processor commits about once a second: opening a table anew replays its log
+    from the last checkpoint every time (≈ 30-50 ms once a table has a few hundred
+    commits), while bringing a kept one up to date reads only the new commits (≈ 5 ms).
+    One kept table per table URI and process, brought up to date by each caller.
+    """
+    uri = table_uri(config, name)
+    with _LATEST_LOCK:
+        table = _LATEST.get(uri)
+        if table is None:
+            table = open_table(config, name)
+            if table is not None:
+                _LATEST[uri] = table
+        else:
+            table.update_incremental()
+        return table
 
 
 def committed_offsets(config: Config, group: str, partitions: list[int]) -> dict[int, Offsets]:
@@ -246,7 +271,7 @@ def write_telemetry(
     from deltalake import write_deltalake
     from deltalake.exceptions import CommitFailedError
 
-    table = open_table(config, TELEMETRY)
+    table = latest_table(config, TELEMETRY)
     assert table is not None
     current = telemetry_readings(table)
     if current != dict(readings):
@@ -367,7 +392,7 @@ def merge_metrics(
     earliest = partials["window_start"].min() if len(partials) else None
 
     def attempt() -> int:
-        table = open_table(config, BUILDING_METRICS_1M)
+        table = latest_table(config, BUILDING_METRICS_1M)
         assert table is not None
         done = all(_version(table, app_id(group, config.topic, p)) >= o for p, o in offsets.items())
         if done:
@@ -404,7 +429,7 @@ def upsert_state(config: Config, rows: pl.DataFrame) -> None:
     source = _arrow(rows, schemas.BUILDING_STATE)
 
     def attempt() -> None:
-        table = open_table(config, BUILDING_STATE)
+        table = latest_table(config, BUILDING_STATE)
         assert table is not None
         (
             table.merge(

@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "ingest_service.processor.decode",
+    "ingest_service.processor.packed",
     "ingest_service.processor.dedup",
     "ingest_service.processor.sink",
     "ingest_service.processor.windows",
