@@ -114,6 +114,19 @@ def _terminate(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """A signal landing in a weakref callback or ``__del__`` raises where Python can only
+    print and ignore the exception: deliver SIGTERM again, so it ends the verb."""
+    if isinstance(unraisable.exc_value, _Terminated):
+        # from another thread, once this hook has returned (a signal sent from here
+        # would be handled inside the hook, and ignored again)
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workbench`` console script."""
     debug = os.environ.get("WORKBENCH_DEBUG") == "1"
@@ -124,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"'{args.command}' needs a sub-command")
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+        sys.unraisablehook = _unraisable
     try:
         return handler(Config.from_env(), args)
     except WorkbenchError as exc:

@@ -39,6 +39,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 from typing import IO, Any, Literal
 
 import numpy as np
@@ -297,6 +298,7 @@ class _RdkafkaMember:
     """
 
     _TOPIC_ID_EVERY_S = 2.0
+    _PACE_MAX_S = 0.2
 
     def __init__(self, config: Config, inbox: IO[bytes], outbox: IO[bytes]) -> None:
         from confluent_kafka import Consumer
@@ -320,8 +322,6 @@ class _RdkafkaMember:
         return read_message(self.inbox)
 
     def run(self) -> None:
-        import time
-
         from confluent_kafka import KafkaError, Message
 
         def on_assign(consumer: Any, partitions: list[Any]) -> None:
@@ -345,8 +345,10 @@ class _RdkafkaMember:
             Message.offset,
             Message.error,
         )
+        pace_s = min(self._PACE_MAX_S, self.config.commit_interval / 5)
         while True:
             polled = self.consumer.consume(POLL_RECORDS, 0.1)
+            polled_at = time.monotonic()
             if polled:
                 errors = list(map(error, polled))
                 if any(errors):
@@ -373,9 +375,31 @@ class _RdkafkaMember:
                 break
             if time.monotonic() - self._topic_id_at >= self._TOPIC_ID_EVERY_S:
                 self._watch_topic_id()
+            if 0 < len(polled) < POLL_RECORDS:  # caught up: see _pace
+                self._pace(pace_s - (time.monotonic() - polled_at))
         self._closing = True
         self.consumer.close()  # leaves the group (after the parent's last lake commit)
         write_message(self.outbox, ("closed",))
+
+    def _pace(self, seconds: float) -> None:
+        """Stop fetching for ``seconds`` once caught up with the topic.
+
+        A tailing consumer fetches again as soon as a fetch returns, so at a trickle
+        every few records cost the broker a fetch. The embedded broker's fetches are
+        expensive (docs/operations.md: 55-77 % of a core at the seed rate, more as its
+        log grows; 16 % when paced). Paused, librdkafka keeps the position and drops
+        only what it prefetched, which it fetches again on resume. A batch is cut at
+        most WORKBENCH_COMMIT_INTERVAL after its first record, so this adds at most
+        ``min(0.2 s, interval / 5)`` to an event's way into the lake.
+        """
+        owned = self.consumer.assignment()
+        if seconds <= 0 or not owned:
+            return
+        self.consumer.pause(owned)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.consumer.resume(owned)
 
     def _positions(self, answer: tuple[str, Any], partitions: list[Any], what: str) -> list[Any]:
         """``partitions`` with the offsets of the parent's answer (the beginning for
@@ -422,8 +446,6 @@ class _RdkafkaMember:
     def _watch_topic_id(self) -> None:
         """Between rebalances, a new topic id means the topic was deleted and created
         again: the parent re-bases its partitions and they are read anew."""
-        import time
-
         now = self.describe_topic_id()
         self._topic_id_at = time.monotonic()
         if now is None or now == self.topic_id:
