@@ -31,10 +31,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from workbench.bench import add_bench, print_table, record_result
 from workbench.config import Config
+from workbench.exceptions import InvalidInput
 
 __all__ = ["run_bench"]
 
@@ -86,6 +88,11 @@ def _bare(config: Config, processes: int, events: int, client: str = "kafka-pyth
         raise RuntimeError(f"bare consumers saw {total} of {events} events")
     first = min(r["first"] for r in results if r["count"])
     last = max(r["last"] for r in results if r["count"])
+    if last <= first:
+        raise InvalidInput(
+            f"the bare {client} consumer got all {events:,} events in one poll: too few to time",
+            hint="preload more with --events (the default is 400,000)",
+        )
     return float(total / (last - first))
 
 
@@ -101,11 +108,23 @@ def _bare_consume(group: str, client: str) -> None:
     config = Config.from_env()
     consumer = KafkaConsumer(**consumer_settings(config, group=group, offset_reset="earliest"))
     consumer.subscribe([config.topic])
+
+    def poll() -> int:
+        polled = consumer.poll(timeout_ms=500, max_records=config.commit_max_events)
+        return sum(len(records) for records in polled.values())
+
+    count, first, last = _count_records(poll)
+    consumer.close()
+    print(json.dumps({"count": count, "first": first, "last": last}))
+
+
+def _count_records(poll: Callable[[], int]) -> tuple[int, float, float]:
+    """Call ``poll`` (it returns how many records it got) until the topic has been idle
+    3 s; return the count and the wall times of the first and the last records."""
     count, first, last = 0, 0.0, 0.0
     idle_since = time.monotonic()
     while True:
-        polled = consumer.poll(timeout_ms=500, max_records=config.commit_max_events)
-        n = sum(len(records) for records in polled.values())
+        n = poll()
         now = time.time()
         if n:
             first = first or now
@@ -113,9 +132,7 @@ def _bare_consume(group: str, client: str) -> None:
             count += n
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since > (3 if count else 60):
-            break
-    consumer.close()
-    print(json.dumps({"count": count, "first": first, "last": last}))
+            return count, first, last
 
 
 def _bare_rdkafka(group: str) -> None:
@@ -128,26 +145,20 @@ def _bare_rdkafka(group: str) -> None:
 
     config = Config.from_env()
     consumer = Consumer(rdkafka_settings(config, group=group, offset_reset="earliest"))
-    count, first, last = 0, 0.0, 0.0
+    assigned_at = 0.0
 
     def assigned(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:
-        nonlocal first
-        first = first or time.time()
+        nonlocal assigned_at
+        assigned_at = assigned_at or time.time()
+
+    def poll() -> int:
+        values = map(Message.value, consumer.consume(POLL_RECORDS, 0.5))
+        return len([v for v in values if v is not None])
 
     consumer.subscribe([config.topic], on_assign=assigned)
-    idle_since = time.monotonic()
-    while True:
-        polled = consumer.consume(POLL_RECORDS, 0.5)
-        n = len([v for v in map(Message.value, polled) if v is not None])
-        now = time.time()
-        if n:
-            last = now
-            count += n
-            idle_since = time.monotonic()
-        elif time.monotonic() - idle_since > (3 if count else 60):
-            break
+    count, first, last = _count_records(poll)
     consumer.close()
-    print(json.dumps({"count": count, "first": first, "last": last}))
+    print(json.dumps({"count": count, "first": assigned_at or first, "last": last}))
 
 
 def _processors(config: Config, processes: int, events: int, home: Path) -> tuple[float, int]:

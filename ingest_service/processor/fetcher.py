@@ -143,9 +143,43 @@ def rdkafka_settings(
     }
 
 
-class _Member:
-    """The consumer-group member (kafka-python); every exchange with the parent is
-    request/answer."""
+class _Asking:
+    """What both members share: every exchange with the parent is request/answer, and a
+    new topic id seen between rebalances is reported."""
+
+    config: Config
+    inbox: IO[bytes]
+    outbox: IO[bytes]
+    topic_id: str | None
+
+    def ask(self, message: object) -> Any:
+        write_message(self.outbox, message)
+        return read_message(self.inbox)
+
+    def seek(self, answer: tuple[str, Any], what: str) -> None:
+        raise NotImplementedError
+
+    def has_partitions(self) -> bool:
+        raise NotImplementedError
+
+    def topic_id_now(self, now: str | None) -> None:
+        """``now`` is the topic's id as just seen: a new one means the topic was deleted
+        and created again, so the parent re-bases its partitions and they are read anew."""
+        if now is None or now == self.topic_id:
+            return
+        if self.topic_id is not None and self.has_partitions():
+            logger.warning(
+                "topic %s has a new id (%s, was %s): it was re-created",
+                self.config.topic,
+                now,
+                self.topic_id,
+            )
+            self.seek(self.ask(("topic_changed",)), "re-reading a re-created topic")
+        self.topic_id = now
+
+
+class _Member(_Asking):
+    """The consumer-group member on kafka-python."""
 
     def __init__(self, config: Config, inbox: IO[bytes], outbox: IO[bytes]) -> None:
         from kafka import KafkaConsumer
@@ -157,10 +191,6 @@ class _Member:
             KafkaConsumer(**consumer_settings(config, group=config.processor_group))
         )
         self.topic_id: str | None = None  # as the member's metadata last showed it
-
-    def ask(self, message: object) -> Any:
-        write_message(self.outbox, message)
-        return read_message(self.inbox)
 
     def run(self) -> None:
         from kafka import ConsumerRebalanceListener
@@ -240,21 +270,12 @@ class _Member:
         found = self.consumer._cluster.topic_id(self.config.topic)
         return None if found is None or found.int == 0 else str(found)
 
+    def has_partitions(self) -> bool:
+        return bool(self.consumer.assignment())
+
     def _watch_topic_id(self) -> None:
-        """Between rebalances, a new topic id in the metadata means the topic was deleted
-        and created again: the parent re-bases its partitions and they are read anew."""
-        now = self.metadata_topic_id()
-        if now is None or now == self.topic_id:
-            return
-        if self.topic_id is not None and self.consumer.assignment():
-            logger.warning(
-                "topic %s has a new id (%s, was %s): it was re-created",
-                self.config.topic,
-                now,
-                self.topic_id,
-            )
-            self.seek(self.ask(("topic_changed",)), "re-reading a re-created topic")
-        self.topic_id = now
+        """Between rebalances: the topic id in the member's metadata."""
+        self.topic_id_now(self.metadata_topic_id())
 
     def _out_of_range(self, positions: dict[Any, int]) -> None:
         """Ask the parent what to do about positions Kafka has no record at, then seek."""
@@ -288,7 +309,7 @@ class _Member:
             logger.info("Kafka offset commit failed: %s", exc)
 
 
-class _RdkafkaMember:
+class _RdkafkaMember(_Asking):
     """The consumer-group member on librdkafka (confluent-kafka), the default.
 
     Same exchanges with the parent as :class:`_Member`; what differs is where the time
@@ -316,10 +337,6 @@ class _RdkafkaMember:
         self.topic_id: str | None = None  # as last described
         self._topic_id_at = 0.0
         self._closing = False
-
-    def ask(self, message: object) -> Any:
-        write_message(self.outbox, message)
-        return read_message(self.inbox)
 
     def run(self) -> None:
         from confluent_kafka import KafkaError, Message
@@ -443,22 +460,14 @@ class _RdkafkaMember:
         text = str(found.topic_id) if found.topic_id is not None else ""
         return None if not text or set(text) <= {"0", "-", "A"} else text
 
+    def has_partitions(self) -> bool:
+        return bool(self.consumer.assignment())
+
     def _watch_topic_id(self) -> None:
-        """Between rebalances, a new topic id means the topic was deleted and created
-        again: the parent re-bases its partitions and they are read anew."""
+        """Between rebalances: the topic id as the cluster describes it."""
         now = self.describe_topic_id()
         self._topic_id_at = time.monotonic()
-        if now is None or now == self.topic_id:
-            return
-        if self.topic_id is not None and self.consumer.assignment():
-            logger.warning(
-                "topic %s has a new id (%s, was %s): it was re-created",
-                self.config.topic,
-                now,
-                self.topic_id,
-            )
-            self.seek(self.ask(("topic_changed",)), "re-reading a re-created topic")
-        self.topic_id = now
+        self.topic_id_now(now)
 
     def _errors(self, failed: list[tuple[Any, Any]], kafka_error: Any) -> None:
         """Errors librdkafka delivers as messages: a position Kafka has no record at is
