@@ -73,6 +73,8 @@ def kafka_config(broker_config: Config, tmp_path: Path) -> Config:
     config = dataclasses.replace(
         broker_config,
         topic=f"telemetry-{uuid.uuid4().hex[:8]}",
+        # more partitions than the default 2: rebalances between members move more of them
+        topic_partitions=8,
         lake=str(tmp_path / "lake"),
         home=tmp_path / "home",
     )

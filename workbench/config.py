@@ -57,7 +57,7 @@ class Config:
     kafka_port: int = _setting("WORKBENCH_KAFKA_PORT", "9092", "embedded broker port", "port")
     topic: str = _setting("WORKBENCH_TOPIC", "telemetry", "Kafka topic of device events")
     topic_partitions: int = _setting(
-        "WORKBENCH_TOPIC_PARTITIONS", "8", "partitions when the topic is created", "int"
+        "WORKBENCH_TOPIC_PARTITIONS", "2", "partitions when the topic is created", "int"
     )
     gateway_port: int = _setting("WORKBENCH_GATEWAY_PORT", "8080", "gateway HTTP port", "port")
     legacy_port: int = _setting(
@@ -87,6 +87,12 @@ class Config:
         "WORKBENCH_GATEWAY_MAX_INFLIGHT",
         "50000",
         "events awaiting broker acks before the gateway answers 429",
+        "int",
+    )
+    gateway_linger_ms: int = _setting(
+        "WORKBENCH_GATEWAY_LINGER_MS",
+        "20",
+        "milliseconds the gateway gathers records per partition into one Kafka batch",
         "int",
     )
     gateway_ack_timeout: float = _setting(

@@ -92,11 +92,10 @@ class AsyncProducer:
                 # with the broker's default count (until then requests get 503)
                 allow_auto_create_topics=False,
                 acks="all",
-                # measured (docs/gateway.md): at the seed rate 5 ms gathers the records of
-                # concurrent single-event requests into one produce request, cutting the
-                # gateway's CPU per request and p99 (0 and 1 ms cost more); big batches
-                # fill 256 KiB batches long before it matters
-                linger_ms=5,
+                # fewer, bigger batches: the embedded broker's fetch cost grows with the
+                # batches it holds (docs/operations.md); 5 ms or less costs more CPU per
+                # single-event request (docs/gateway.md)
+                linger_ms=self.config.gateway_linger_ms,
                 batch_size=256 * 1024,
                 max_block_ms=timeout_ms,
                 request_timeout_ms=timeout_ms,

@@ -248,7 +248,7 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
 
     wait_for_kafka(config, timeout_s=10)
     topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
-    bench_config = dataclasses.replace(config, topic=topic)
+    bench_config = dataclasses.replace(config, topic=topic, topic_partitions=args.partitions)
     ensure_topic(bench_config)
     (config.home / "bench").mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="ingest-", dir=config.home / "bench"))
@@ -318,6 +318,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=400_000, help="events to preload")
     parser.add_argument("--devices", type=int, default=20_000, help="simulated devices")
     parser.add_argument("--processes", type=int, choices=(1, 2), default=1)
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=8,
+        help="partitions of the bench's own topic (the figures in docs/ingest.md: 8)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs; medians are reported")
     parser.add_argument("--keep", action="store_true", help="keep the scratch lakes")
 

@@ -81,6 +81,9 @@ class Poller:
         self.processor = processor
         self.max_queued = max(1, max_queued)
         self.first_record_at: float | None = None
+        # when (time.monotonic()) the processing thread takes its next batch; it says so,
+        # and the member paces its fetches to it
+        self.next_take = 0.0
         self.joined = threading.Event()  # the first assignment (maybe empty) came in
         self._cond = threading.Condition()
         self._queue: collections.deque[RecordBatch] = collections.deque()
@@ -207,7 +210,7 @@ class Poller:
                 self._error = exc
                 self._cond.notify_all()
 
-    def _records(self, chunk: RecordBatch) -> tuple[dict[int, int], bool]:
+    def _records(self, chunk: RecordBatch) -> tuple[dict[int, int], bool, float]:
         if self.first_record_at is None:
             self.first_record_at = time.time()
         chunk = self._in_lake_offsets(chunk)
@@ -230,10 +233,10 @@ class Poller:
         offsets = np.asarray(chunk.offsets, np.int64) + by_partition[partitions]
         return RecordBatch(chunk.values, chunk.keys, chunk.partitions, offsets)
 
-    def _answer(self) -> tuple[dict[int, int], bool]:
+    def _answer(self) -> tuple[dict[int, int], bool, float]:
         with self._cond:
             commits, self._to_commit = self._to_commit, {}
-            return commits, self._stop
+            return commits, self._stop, self.next_take
 
     def _revoked(self, revoked: list[int]) -> None:
         with self._cond:

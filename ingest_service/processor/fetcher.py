@@ -12,8 +12,10 @@ message of the child is a request the parent answers:
 * ``("records", values, value_lengths, keys, key_lengths, partitions, offsets)``
   (values and keys packed, see :mod:`~ingest_service.processor.packed`; partitions
   and offsets numpy arrays) and ``("idle",)`` after each poll — answered
-  ``(commits, stop)`` once the parent's queue has room (that is the back-pressure):
-  Kafka offsets to commit for lag monitoring, and whether to leave;
+  ``(commits, stop, take_at)`` once the parent's queue has room (that is the
+  back-pressure): Kafka offsets to commit for lag monitoring, whether to leave, and
+  when (``time.monotonic()``) the parent takes its next batch, which the librdkafka
+  member paces its fetches to;
 * ``("revoked", partitions)`` from ``on_partitions_revoked`` — answered once the
   batch being stored is in the lake and queued records are discarded;
 * ``("assigned", partitions)`` from ``on_partitions_assigned`` — answered with the
@@ -230,7 +232,7 @@ class _Member(_Asking):
                     keys.extend(map(_KEY, records))
                     offsets.extend(map(_OFFSET, records))
                     partitions.extend(itertools.repeat(tp.partition, len(records)))
-                commits, stop = self.ask(
+                commits, stop, _ = self.ask(
                     (
                         "records",
                         *pack(values),
@@ -240,7 +242,7 @@ class _Member(_Asking):
                     )
                 )
             else:
-                commits, stop = self.ask(("idle",))
+                commits, stop, _ = self.ask(("idle",))
             self._commit(commits, sync=stop)
             if stop:
                 break
@@ -319,7 +321,9 @@ class _RdkafkaMember(_Asking):
     """
 
     _TOPIC_ID_EVERY_S = 2.0
-    _PACE_MAX_S = 0.2
+    # a fetch resumed this long before the parent's next take is in that batch: the
+    # poll after resuming waits 0.1 s, then the records cross the pipe
+    _FETCH_LEAD_S = 0.25
 
     def __init__(self, config: Config, inbox: IO[bytes], outbox: IO[bytes]) -> None:
         from confluent_kafka import Consumer
@@ -362,10 +366,8 @@ class _RdkafkaMember(_Asking):
             Message.offset,
             Message.error,
         )
-        pace_s = min(self._PACE_MAX_S, self.config.commit_interval / 5)
         while True:
             polled = self.consumer.consume(POLL_RECORDS, 0.1)
-            polled_at = time.monotonic()
             if polled:
                 errors = list(map(error, polled))
                 if any(errors):
@@ -376,7 +378,7 @@ class _RdkafkaMember(_Asking):
                     polled = [m for m, e in zip(polled, errors, strict=True) if e is None]
             if polled:
                 n = len(polled)
-                commits, stop = self.ask(
+                commits, stop, take_at = self.ask(
                     (
                         "records",
                         *pack(list(map(value, polled))),
@@ -386,29 +388,33 @@ class _RdkafkaMember(_Asking):
                     )
                 )
             else:
-                commits, stop = self.ask(("idle",))
+                commits, stop, take_at = self.ask(("idle",))
             self._commit(commits, sync=stop)
             if stop:
                 break
             if time.monotonic() - self._topic_id_at >= self._TOPIC_ID_EVERY_S:
                 self._watch_topic_id()
             if 0 < len(polled) < POLL_RECORDS:  # caught up: see _pace
-                self._pace(pace_s - (time.monotonic() - polled_at))
+                self._pace(take_at - self._FETCH_LEAD_S - time.monotonic())
         self._closing = True
         self.consumer.close()  # leaves the group (after the parent's last lake commit)
         write_message(self.outbox, ("closed",))
 
     def _pace(self, seconds: float) -> None:
-        """Stop fetching for ``seconds`` once caught up with the topic.
+        """Once caught up with the topic, stop fetching for ``seconds``: until just
+        before the parent takes its next batch.
 
-        A tailing consumer fetches again as soon as a fetch returns, so at a trickle
-        every few records cost the broker a fetch. The embedded broker's fetches are
-        expensive (docs/operations.md: 55-77 % of a core at the seed rate, more as its
-        log grows; 16 % when paced). Paused, librdkafka keeps the position and drops
-        only what it prefetched, which it fetches again on resume. A batch is cut at
-        most WORKBENCH_COMMIT_INTERVAL after its first record, so this adds at most
-        ``min(0.2 s, interval / 5)`` to an event's way into the lake.
+        A tailing consumer fetches again as soon as records arrive, and every fetch
+        of new records costs the embedded broker a walk over all the record batches
+        the partition holds (docs/operations.md), so at the seed rate a tailing
+        consumer saturated it within minutes. The parent stores what it has queued
+        once per WORKBENCH_COMMIT_INTERVAL, so fetching more often than that gains an
+        event nothing: paced to the parent's clock the member fetches about once per
+        interval and an event still reaches the batch after the one it arrived during
+        at the latest. Paused, librdkafka keeps the position and drops only what it
+        prefetched, which it fetches again on resume. At most one interval.
         """
+        seconds = min(seconds, self.config.commit_interval)
         owned = self.consumer.assignment()
         if seconds <= 0 or not owned:
             return

@@ -83,6 +83,7 @@ def run(
                 stop=stop,
             )
             batch_started = time.monotonic()
+            poller.next_take = batch_started + config.commit_interval
             last: dict[int, int] = {}
             try:
                 if len(batch):

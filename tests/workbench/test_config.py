@@ -23,7 +23,7 @@ def test_defaults_match_the_design_contract(tmp_path: Path, monkeypatch: pytest.
         7070,
     )
     assert (cfg.hive_port, cfg.voila_port, cfg.lab_port) == (10000, 8866, 8888)
-    assert (cfg.topic, cfg.topic_partitions) == ("telemetry", 8)
+    assert (cfg.topic, cfg.topic_partitions) == ("telemetry", 2)
     assert cfg.embedded_broker
     assert cfg.bootstrap_servers == "127.0.0.1:9092"
 

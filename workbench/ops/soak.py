@@ -77,6 +77,26 @@ class SoakReport:
             and not self.roll.startswith("failed")
         )
 
+    @property
+    def behind_s(self) -> float | None:
+        """How much longer than simulated the devices took to send (None: unknown).
+
+        The devices send on the simulated clock; when the gateway acknowledges more
+        slowly than they send, they fall behind it and the run stretches.
+        """
+        wall, simulated = self.summary.get("wall_s"), self.summary.get("simulated_s")
+        if wall is None or not simulated:
+            return None
+        return max(0.0, float(wall) - float(simulated))
+
+    @property
+    def kept_real_time(self) -> bool | None:
+        """The devices sent on schedule: behind by at most 2 % of the run (or 5 s)."""
+        behind = self.behind_s
+        if behind is None:
+            return None
+        return behind <= max(5.0, 0.02 * float(self.summary["simulated_s"]))
+
     def percentile(self, q: float) -> float | None:
         """A percentile (0 to 100) of the sampled freshness."""
         values = sorted(self.freshness_s)
@@ -101,6 +121,10 @@ class SoakReport:
             "failed_requests": self.summary.get("failed"),
             "refused": self.summary.get("rejected"),
             "retries": self.summary.get("retries"),
+            "sending_wall_s": self.summary.get("wall_s"),
+            "simulated_s": self.summary.get("simulated_s"),
+            "behind_s": _round(self.behind_s),
+            "kept_real_time": self.kept_real_time,
             "simulator_cpu_share": self.summary.get("cpu_share", 0.0),
             "freshness_p50_s": _round(self.percentile(50)),
             "freshness_p99_s": _round(self.percentile(99)),
@@ -123,6 +147,7 @@ class SoakReport:
             f"  devices  failed requests {f['failed_requests']}, refused "
             f"{f['refused'] or 'none'}, retried {f['retries']:,}; the simulator used "
             f"{f['simulator_cpu_share'] * 100:.1f}% of a core while sending",
+            f"  pace     {self._pace_line(f)}",
             f"  freshness of building_state: p50 {f['freshness_p50_s']}s, p99 "
             f"{f['freshness_p99_s']}s, max {f['freshness_max_s']}s "
             f"({f['freshness_samples']} samples)",
@@ -134,6 +159,18 @@ class SoakReport:
             out.append(f"  {name:<12} {use['cpu_share'] * 100:>17.1f}% {use['rss_max_mb']:>16.0f}")
         out.append(f"  result: {'PASSED' if self.ok else 'FAILED'}")
         return out
+
+    @staticmethod
+    def _pace_line(f: dict[str, Any]) -> str:
+        if f["kept_real_time"] is None:
+            return "unknown (the simulator reported no timing)"
+        took = f"sending took {f['sending_wall_s']:.0f}s for {f['simulated_s']:.0f}s simulated"
+        if f["kept_real_time"]:
+            return f"{took}: kept real time"
+        return (
+            f"{took}: fell {f['behind_s']:.0f}s behind real time (the gateway acknowledged "
+            "more slowly than the devices sent; see the broker's CPU below)"
+        )
 
 
 def _round(value: float | None) -> float | None:

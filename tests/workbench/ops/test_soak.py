@@ -40,14 +40,22 @@ def test_scaled_down_soak_with_a_rolling_restart_loses_nothing(tmp_path):
     }
     assert all(u["rss_max_mb"] > 0 for u in figures["usage"].values())
     assert figures["freshness_samples"] > 5 and figures["freshness_p99_s"] is not None
+    assert figures["simulated_s"] == 60.0 and figures["kept_real_time"] is not None
 
 
-def _report(**ledger: int) -> SoakReport:
+def _report(*, wall_s: float = 601.0, **ledger: int) -> SoakReport:
     base = dict(
         sent=10, accepted=10, refused=0, failed=0, stored=10, duplicates=0, lost=0, unexpected=0
     )
     base.update(ledger)
-    summary = {"failed": 0, "rejected": {}, "retries": 0, "cpu_share": 0.05}
+    summary = {
+        "failed": 0,
+        "rejected": {},
+        "retries": 0,
+        "cpu_share": 0.05,
+        "wall_s": wall_s,
+        "simulated_s": 600.0,
+    }
     return SoakReport(
         SoakOptions(), 60.0, summary, Ledger(**base), [0.5, 1.0, 2.0], {}, "done", 3.0
     )
@@ -58,6 +66,17 @@ def test_a_soak_fails_on_any_loss_or_duplicate():
     assert not _report(lost=1, stored=9).ok
     assert not _report(duplicates=1, stored=11).ok
     assert not _report(unexpected=1, stored=11).ok
+
+
+def test_the_report_says_whether_the_devices_kept_real_time():
+    on_time = _report(wall_s=605.0)
+    assert on_time.kept_real_time and on_time.behind_s == 5.0
+    assert "sending took 605s for 600s simulated: kept real time" in "\n".join(on_time.lines())
+    late = _report(wall_s=1404.0)
+    assert late.kept_real_time is False and late.behind_s == 804.0
+    assert "fell 804s behind real time" in "\n".join(late.lines())
+    assert late.ok  # pace is a figure: correctness alone decides the result
+    assert late.figures()["kept_real_time"] is False
 
 
 def test_freshness_percentiles():
