@@ -1,17 +1,19 @@
 """The Kafka side of the processor: a group member polling in a child process, and the
 :class:`Poller` that feeds its records to the processing thread.
 
-kafka-python decodes records in pure Python, so polling costs about as much CPU
-as processing. Overlapping the two in threads of one process does not work: the
-polling thread holds the GIL for most of its time and the processing thread
-waits for it at every return from polars, pyarrow or deltalake (measured: the
-processing ran 5-10 times slower). So the consumer runs in a child process
-(:mod:`ingest_service.processor.fetcher`, which is the group member) and this
-process keeps the :class:`Processor`. A receiver thread here reads the child's
-record batches into a bounded queue (at most ``WORKBENCH_COMMIT_MAX_EVENTS``
-records wait; the child is not answered — and does not poll — until there is
-room); the processing thread takes them with :meth:`Poller.take` and reports
-each batch stored with :meth:`Poller.done`.
+Fetching and storing overlap: while this process stores one batch, the group
+member (:mod:`ingest_service.processor.fetcher`, a child process) fetches the
+next. In threads of one process they would not overlap: the member's Python side
+holds the GIL for much of its time (all of it with kafka-python, which decodes
+records in Python) and the processing thread waits for it at every return from
+polars, pyarrow or deltalake (measured: processing ran 5-10 times slower). So
+the member is a child process, and this process keeps the :class:`Processor`.
+A receiver thread here reads the child's record batches into a bounded queue (at
+most ``WORKBENCH_COMMIT_MAX_EVENTS`` records wait; the child is not answered — and
+does not poll — until there is room); the processing thread takes them with
+:meth:`Poller.take` and reports each batch stored with :meth:`Poller.done`. Every
+answer to the child also says when the next take is due, and the child paces its
+fetches to it (:meth:`~ingest_service.processor.fetcher._RdkafkaMember._pause`).
 
 Offsets live in the lake, not in Kafka. On a rebalance (the child asks, and
 waits for the answer inside its rebalance callback):

@@ -322,8 +322,9 @@ class _RdkafkaMember(_Asking):
 
     _TOPIC_ID_EVERY_S = 2.0
     # a fetch resumed this long before the parent's next take is in that batch: the
-    # poll after resuming waits 0.1 s, then the records cross the pipe
-    _FETCH_LEAD_S = 0.25
+    # broker answers, then the records cross the pipe (both take milliseconds when
+    # the machine is not overloaded)
+    _FETCH_LEAD_S = 0.15
 
     def __init__(self, config: Config, inbox: IO[bytes], outbox: IO[bytes]) -> None:
         from confluent_kafka import Consumer
@@ -367,7 +368,7 @@ class _RdkafkaMember(_Asking):
             Message.error,
         )
         while True:
-            polled = self.consumer.consume(POLL_RECORDS, 0.1)
+            polled = self._poll()
             if polled:
                 errors = list(map(error, polled))
                 if any(errors):
@@ -376,6 +377,8 @@ class _RdkafkaMember(_Asking):
                         KafkaError,
                     )
                     polled = [m for m, e in zip(polled, errors, strict=True) if e is None]
+            # caught up: no fetch from now until just before the parent's next take
+            paused = self._pause() if 0 < len(polled) < POLL_RECORDS else []
             if polled:
                 n = len(polled)
                 commits, stop, take_at = self.ask(
@@ -394,35 +397,51 @@ class _RdkafkaMember(_Asking):
                 break
             if time.monotonic() - self._topic_id_at >= self._TOPIC_ID_EVERY_S:
                 self._watch_topic_id()
-            if 0 < len(polled) < POLL_RECORDS:  # caught up: see _pace
-                self._pace(take_at - self._FETCH_LEAD_S - time.monotonic())
+            if paused:
+                self._resume(paused, take_at - self._FETCH_LEAD_S - time.monotonic())
         self._closing = True
         self.consumer.close()  # leaves the group (after the parent's last lake commit)
         write_message(self.outbox, ("closed",))
 
-    def _pace(self, seconds: float) -> None:
-        """Once caught up with the topic, stop fetching for ``seconds``: until just
-        before the parent takes its next batch.
+    def _poll(self) -> list[Any]:
+        """What librdkafka has fetched: as soon as the first record (or error) is in, at
+        most 0.1 s, with everything queued behind it, up to ``POLL_RECORDS``.
+
+        Returning at once (``consume(n, timeout)`` waits the whole timeout for fewer
+        than ``n``) is what lets a caught-up member pause right after the fetch that
+        answered it, see :meth:`_pause`.
+        """
+        first = self.consumer.poll(0.1)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(POLL_RECORDS - 1, 0)]
+
+    def _pause(self) -> list[Any]:
+        """Stop fetching, once caught up with the topic; the partitions paused.
 
         A tailing consumer fetches again as soon as records arrive, and every fetch
         of new records costs the embedded broker a walk over all the record batches
         the partition holds (docs/operations.md), so at the seed rate a tailing
         consumer saturated it within minutes. The parent stores what it has queued
         once per WORKBENCH_COMMIT_INTERVAL, so fetching more often than that gains an
-        event nothing: paced to the parent's clock the member fetches about once per
-        interval and an event still reaches the batch after the one it arrived during
-        at the latest. Paused, librdkafka keeps the position and drops only what it
-        prefetched, which it fetches again on resume. At most one interval.
+        event nothing: :meth:`_resume` starts fetching again just before the parent's
+        next take, and an event still reaches, at the latest, the batch after the one
+        it arrived during. Paused, librdkafka keeps the position and drops only what it
+        prefetched, which it fetches again on resume.
         """
-        seconds = min(seconds, self.config.commit_interval)
         owned = self.consumer.assignment()
-        if seconds <= 0 or not owned:
-            return
-        self.consumer.pause(owned)
+        if owned:
+            self.consumer.pause(owned)
+        return list(owned)
+
+    def _resume(self, paused: list[Any], after: float) -> None:
+        """Resume fetching ``paused`` partitions ``after`` seconds (at most one interval)."""
+        after = min(after, self.config.commit_interval)
         try:
-            time.sleep(seconds)
+            if after > 0:
+                time.sleep(after)
         finally:
-            self.consumer.resume(owned)
+            self.consumer.resume(paused)
 
     def _positions(self, answer: tuple[str, Any], partitions: list[Any], what: str) -> list[Any]:
         """``partitions`` with the offsets of the parent's answer (the beginning for

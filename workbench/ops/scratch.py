@@ -131,6 +131,7 @@ class ScratchStack:
         env.update(settings or {})
         self.env = env
         self.config = Config.from_env(env)
+        self._simulators: list[SimulatorRun] = []
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -147,7 +148,16 @@ class ScratchStack:
             supervisor.up(self.config, only=components or DATA_PATH, report=self.report)
 
     def close(self) -> None:
-        """Stop everything; remove a temporary home unless ``keep``."""
+        """Stop everything (simulated devices still sending first); remove a temporary
+        home unless ``keep``."""
+        for sim in self._simulators:
+            sim.stop()
+        for sim in self._simulators:
+            try:
+                sim.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sim.proc.kill()
+                sim.proc.wait(timeout=10)
         with _environ(self.env):
             supervisor.down(self.config, report=lambda line: None)
         if self._temp and not self.keep:
@@ -218,7 +228,9 @@ class ScratchStack:
         proc = subprocess.Popen(
             argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        return SimulatorRun(proc, truth)
+        run = SimulatorRun(proc, truth)
+        self._simulators.append(run)
+        return run
 
     # --- the lake against the truth --------------------------------------------------------
 

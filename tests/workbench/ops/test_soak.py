@@ -117,6 +117,13 @@ def test_a_terminated_soak_stops_its_scratch_stack(tmp_path):
         pytest.fail("".join(seen))
     pids = [json.loads(p.read_text())["pid"] for p in (home / "run").glob("*.state.json")]
     assert len(pids) >= 4, pids
+    simulators = [
+        kid.pid
+        for kid in psutil.Process(proc.pid).children(recursive=True)
+        if "simulator" in kid.cmdline()
+    ]
+    assert len(simulators) == 1, "the devices run as a child of the soak"
+    pids += simulators
     assert all(psutil.pid_exists(pid) for pid in pids)
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=120)
