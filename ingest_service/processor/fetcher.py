@@ -342,13 +342,19 @@ class _RdkafkaMember(_Asking):
         self.topic_id: str | None = None  # as last described
         self._topic_id_at = 0.0
         self._closing = False
+        # partition -> the offset after the last record handed to the parent (or where it
+        # was last sought to, possibly a logical offset): where reading must go on
+        self._next: dict[int, int] = {}
+        self._reread: set[tuple[int, int]] = set()  # gaps already read again once
 
     def run(self) -> None:
         from confluent_kafka import KafkaError, Message
 
         def on_assign(consumer: Any, partitions: list[Any]) -> None:
             answer = self.ask(("assigned", sorted(tp.partition for tp in partitions)))
-            consumer.assign(self._positions(answer, partitions, "taking over partitions"))
+            positions = self._positions(answer, partitions, "taking over partitions")
+            consumer.assign(positions)
+            self._next = {tp.partition: tp.offset for tp in positions}
             self.topic_id = self.describe_topic_id()
             self._topic_id_at = time.monotonic()
 
@@ -356,6 +362,7 @@ class _RdkafkaMember(_Asking):
             if not self._closing:  # close() revokes too, after the parent's last commit
                 self.ask(("revoked", sorted(tp.partition for tp in partitions)))
             consumer.unassign()
+            self._next = {}
 
         self.consumer.subscribe(
             [self.config.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke
@@ -381,13 +388,20 @@ class _RdkafkaMember(_Asking):
             paused = self._pause() if 0 < len(polled) < POLL_RECORDS else []
             if polled:
                 n = len(polled)
+                partitions = np.fromiter(map(partition, polled), np.int32, n)
+                offsets = np.fromiter(map(offset, polled), np.int64, n)
+                keep = self._in_sequence(partitions, offsets)
+                if keep is not None:
+                    polled = list(itertools.compress(polled, keep))
+                    partitions, offsets = partitions[keep], offsets[keep]
+            if polled:
                 commits, stop, take_at = self.ask(
                     (
                         "records",
                         *pack(list(map(value, polled))),
                         *pack(list(map(key, polled))),
-                        np.fromiter(map(partition, polled), np.int32, n),
-                        np.fromiter(map(offset, polled), np.int64, n),
+                        partitions,
+                        offsets,
                     )
                 )
             else:
@@ -435,13 +449,69 @@ class _RdkafkaMember(_Asking):
         return list(owned)
 
     def _resume(self, paused: list[Any], after: float) -> None:
-        """Resume fetching ``paused`` partitions ``after`` seconds (at most one interval)."""
+        """Resume fetching ``paused`` partitions ``after`` seconds (at most one interval),
+        each from the record after the last one handed to the parent.
+
+        librdkafka is meant to resume from there by itself, but a soak lost one whole
+        record batch (14 records) that was fetched while a pause was being requested;
+        the explicit seek makes the position ours.
+        """
+        from confluent_kafka import TopicPartition
+
         after = min(after, self.config.commit_interval)
         try:
             if after > 0:
                 time.sleep(after)
         finally:
             self.consumer.resume(paused)
+        for tp in paused:
+            position = self._next.get(tp.partition)
+            if position is not None:
+                self.consumer.seek(TopicPartition(self.config.topic, tp.partition, position))
+
+    def _in_sequence(self, partitions: np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]) -> Any:
+        """Check that polled records go on where the last ones ended, per partition; the
+        mask of records to hand over, or None for all of them.
+
+        A record before the expected offset (delivered already) is dropped. A gap (a
+        first offset beyond the expected one) means the client skipped records: the
+        partition is read again from the expected offset, once; the same gap a second
+        time is taken as the log's own (compaction or transaction markers leave gaps
+        in a real Kafka's offsets) and logged.
+        """
+        from confluent_kafka import TopicPartition
+
+        keep = None
+        for p in np.unique(partitions).tolist():
+            mine = partitions == p
+            first, last = int(offsets[mine].min()), int(offsets[mine].max())
+            expected = self._next.get(p, -1)
+            if expected < 0:  # a logical position (the beginning): nothing to compare
+                self._next[p] = last + 1
+                continue
+            if first > expected and (p, expected) not in self._reread:
+                logger.warning(
+                    "partition %d: the Kafka client skipped offsets %d-%d; reading them again",
+                    p,
+                    expected,
+                    first - 1,
+                )
+                self._reread.add((p, expected))
+                self.consumer.seek(TopicPartition(self.config.topic, p, expected))
+                drop = mine
+            else:
+                if first > expected:
+                    logger.warning(
+                        "partition %d: offsets %d-%d are not in the log (read twice)",
+                        p,
+                        expected,
+                        first - 1,
+                    )
+                drop = mine & (offsets < expected)
+                self._next[p] = max(expected, last + 1)
+            if drop.any():
+                keep = ~drop if keep is None else keep & ~drop
+        return keep
 
     def _positions(self, answer: tuple[str, Any], partitions: list[Any], what: str) -> list[Any]:
         """``partitions`` with the offsets of the parent's answer (the beginning for
@@ -471,6 +541,7 @@ class _RdkafkaMember(_Asking):
         named = [TopicPartition(self.config.topic, p) for p in answer[1] if p in owned]
         for tp in self._positions(answer, named, what):
             self.consumer.seek(tp)
+            self._next[tp.partition] = tp.offset
 
     def describe_topic_id(self) -> str | None:
         """The topic's id as the cluster reports it now (None when it does not exist)."""

@@ -1,0 +1,84 @@
+"""The librdkafka member's check that polled records go on where the last ones ended
+(pure logic: the consumer is a recorder of seeks, no broker)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ingest_service.processor.fetcher import _RdkafkaMember
+from workbench.config import Config
+
+
+class _Seeks:
+    def __init__(self) -> None:
+        self.sought: list[tuple[int, int]] = []
+
+    def seek(self, tp: Any) -> None:
+        self.sought.append((tp.partition, tp.offset))
+
+
+def _member(next_offsets: dict[int, int]) -> tuple[Any, _Seeks]:
+    member: Any = object.__new__(_RdkafkaMember)
+    member.config = Config.from_env({"WORKBENCH_HOME": "/tmp/unused"})
+    member.consumer = _Seeks()
+    member._next = dict(next_offsets)
+    member._reread = set()
+    return member, member.consumer
+
+
+def _check(member: Any, pairs: list[tuple[int, int]]) -> Any:
+    partitions = np.array([p for p, _ in pairs], np.int32)
+    offsets = np.array([o for _, o in pairs], np.int64)
+    return member._in_sequence(partitions, offsets)
+
+
+def test_records_in_sequence_are_all_handed_over():
+    member, seeks = _member({0: 10, 1: 0})
+    assert _check(member, [(0, 10), (1, 0), (0, 11), (1, 1)]) is None
+    assert member._next == {0: 12, 1: 2}
+    assert seeks.sought == []
+
+
+def test_a_logical_start_takes_the_first_records_offsets():
+    member, _ = _member({0: -2})  # OFFSET_BEGINNING
+    assert _check(member, [(0, 7), (0, 8)]) is None
+    assert member._next == {0: 9}
+
+
+def test_a_skipped_batch_is_read_again_and_the_records_after_it_are_held_back(caplog):
+    member, seeks = _member({0: 100, 1: 50})
+    with caplog.at_level(logging.WARNING):
+        keep = _check(member, [(0, 114), (0, 115), (1, 50)])
+    assert keep.tolist() == [False, False, True]
+    assert seeks.sought == [(0, 100)]
+    assert member._next == {0: 100, 1: 51}
+    assert "partition 0: the Kafka client skipped offsets 100-113; reading them again" in (
+        caplog.text
+    )
+    # read again: the batch comes now
+    assert _check(member, [(0, 100), (0, 101)]) is None
+    assert member._next[0] == 102
+
+
+def test_the_same_gap_twice_is_the_logs_own(caplog):
+    member, seeks = _member({0: 100})
+    _check(member, [(0, 114)])
+    with caplog.at_level(logging.WARNING):
+        keep = _check(member, [(0, 114), (0, 115)])
+    assert keep is None
+    assert seeks.sought == [(0, 100)]  # sought once only
+    assert member._next == {0: 116}
+    assert "offsets 100-113 are not in the log (read twice)" in caplog.text
+
+
+@pytest.mark.parametrize("first", [95, 99])
+def test_records_delivered_already_are_dropped(first: int):
+    member, seeks = _member({0: 100})
+    keep = _check(member, [(0, o) for o in range(first, 103)])
+    assert keep.tolist() == [o >= 100 for o in range(first, 103)]
+    assert member._next == {0: 103}
+    assert seeks.sought == []
