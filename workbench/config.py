@@ -91,7 +91,7 @@ class Config:
     )
     gateway_linger_ms: int = _setting(
         "WORKBENCH_GATEWAY_LINGER_MS",
-        "20",
+        "5",
         "milliseconds the gateway gathers records per partition into one Kafka batch",
         "int",
     )
