@@ -347,6 +347,7 @@ class _RdkafkaMember(_Asking):
         # was last sought to, possibly a logical offset): where reading must go on
         self._next: dict[int, int] = {}
         self._reread: set[tuple[int, int]] = set()  # gaps already read again once
+        self._generation = 0  # rebalances handled (revoked or assigned)
 
     def run(self) -> None:
         from confluent_kafka import KafkaError, Message
@@ -356,6 +357,7 @@ class _RdkafkaMember(_Asking):
             positions = self._positions(answer, partitions, "taking over partitions")
             consumer.assign(positions)
             self._next = {tp.partition: tp.offset for tp in positions}
+            self._generation += 1
             self.topic_id = self.describe_topic_id()
             self._topic_id_at = time.monotonic()
 
@@ -364,6 +366,7 @@ class _RdkafkaMember(_Asking):
                 self.ask(("revoked", sorted(tp.partition for tp in partitions)))
             consumer.unassign()
             self._next = {}
+            self._generation += 1
 
         self.consumer.subscribe(
             [self.config.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke
@@ -431,7 +434,13 @@ class _RdkafkaMember(_Asking):
         first = self.consumer.poll(0.1)
         if first is None:
             return []
-        return [first, *self.consumer.consume(POLL_RECORDS - 1, self._GATHER_S)]
+        generation = self._generation
+        rest = self.consumer.consume(POLL_RECORDS - 1, self._GATHER_S)
+        if self._generation != generation:
+            # a rebalance was handled in between: ``first`` was fetched for the old
+            # assignment, and the parent, having answered it, would store it twice
+            return list(rest)
+        return [first, *rest]
 
     def _pause(self) -> list[Any]:
         """Stop fetching, once caught up with the topic; the partitions paused.
@@ -481,6 +490,19 @@ class _RdkafkaMember(_Asking):
         keep = None
         for p in np.unique(partitions).tolist():
             mine = partitions == p
+            where = np.flatnonzero(mine)
+            back = np.flatnonzero(np.diff(offsets[where]) <= 0)
+            if len(back):
+                # offsets going backwards within one poll: records from before a
+                # rebalance ahead of those after it; only the last run counts
+                stale = where[: back[-1] + 1]
+                logger.warning(
+                    "partition %d: %d records of an earlier position dropped", p, len(stale)
+                )
+                mine = mine.copy()
+                mine[stale] = False
+                fresh = (partitions != p) | mine
+                keep = fresh if keep is None else keep & fresh
             first, last = int(offsets[mine].min()), int(offsets[mine].max())
             expected = self._next.get(p, -1)
             if expected < 0:  # a logical position (the beginning): nothing to compare

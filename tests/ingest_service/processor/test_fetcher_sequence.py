@@ -82,3 +82,14 @@ def test_records_delivered_already_are_dropped(first: int):
     assert keep.tolist() == [o >= 100 for o in range(first, 103)]
     assert member._next == {0: 103}
     assert seeks.sought == []
+
+
+def test_records_from_before_a_rebalance_ahead_of_the_new_ones_are_dropped(caplog):
+    # a poll got offset 100 for the old assignment, then the rebalance sought back to 90
+    member, seeks = _member({0: 90, 1: 7})
+    with caplog.at_level(logging.WARNING):
+        keep = _check(member, [(0, 100), (1, 7), (0, 90), (0, 91), (1, 8)])
+    assert keep.tolist() == [False, True, True, True, True]
+    assert member._next == {0: 92, 1: 9}
+    assert seeks.sought == []
+    assert "partition 0: 1 records of an earlier position dropped" in caplog.text
