@@ -17,6 +17,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.conftest import isolated_env, run_cli
+from workbench.config import Config
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,8 @@ def test_kafka_python_produces_and_consumes_through_the_embedded_broker(wb_env):
     consumer = KafkaConsumer(bootstrap_servers=servers, auto_offset_reset="earliest")
     ids = consumer.partitions_for_topic("telemetry")
     partitions = [TopicPartition("telemetry", p) for p in ids]
-    assert len(partitions) == 8
+    # created by 'workbench up' with WORKBENCH_TOPIC_PARTITIONS (default 2)
+    assert len(partitions) == Config.from_env(wb_env).topic_partitions == 2
     consumer.assign(partitions)
     received: dict[bytes, bytes] = {}
     for _ in range(50):
