@@ -422,25 +422,14 @@ class _RdkafkaMember(_Asking):
         write_message(self.outbox, ("closed",))
 
     def _poll(self) -> list[Any]:
-        """What librdkafka has fetched: as soon as the first record (or error) is in, at
-        most 0.1 s, with everything queued behind it, up to ``POLL_RECORDS``.
-
-        Returning soon (``consume(n, timeout)`` waits the whole timeout for fewer than
-        ``n``) is what lets a caught-up member pause right after the fetch that
-        answered it, see :meth:`_pause`. What comes with the first record is gathered
-        for ``_GATHER_S``, so that a fetch answer librdkafka queues partition by
-        partition is taken whole before the member pauses.
+        """What librdkafka has fetched within ``_GATHER_S`` (20 ms), up to
+        ``POLL_RECORDS``: short, so that a caught-up member pauses soon after the fetch
+        that answered it (see :meth:`_pause`); ``consume(n, 0.1)`` waited 0.1 s while
+        librdkafka fetched again and again.
         """
-        first = self.consumer.poll(0.1)
-        if first is None:
-            return []
-        generation = self._generation
-        rest = self.consumer.consume(POLL_RECORDS - 1, self._GATHER_S)
-        if self._generation != generation:
-            # a rebalance was handled in between: ``first`` was fetched for the old
-            # assignment, and the parent, having answered it, would store it twice
-            return list(rest)
-        return [first, *rest]
+        # one call: records split over two calls (poll, then consume) could straddle a
+        # rebalance, and the five-SIGKILL exactly-once test stored some twice
+        return list(self.consumer.consume(POLL_RECORDS, self._GATHER_S))
 
     def _pause(self) -> list[Any]:
         """Stop fetching, once caught up with the topic; the partitions paused.
