@@ -347,7 +347,6 @@ class _RdkafkaMember(_Asking):
         # was last sought to, possibly a logical offset): where reading must go on
         self._next: dict[int, int] = {}
         self._reread: set[tuple[int, int]] = set()  # gaps already read again once
-        self._generation = 0  # rebalances handled (revoked or assigned)
 
     def run(self) -> None:
         from confluent_kafka import KafkaError, Message
@@ -357,7 +356,6 @@ class _RdkafkaMember(_Asking):
             positions = self._positions(answer, partitions, "taking over partitions")
             consumer.assign(positions)
             self._next = {tp.partition: tp.offset for tp in positions}
-            self._generation += 1
             self.topic_id = self.describe_topic_id()
             self._topic_id_at = time.monotonic()
 
@@ -366,7 +364,6 @@ class _RdkafkaMember(_Asking):
                 self.ask(("revoked", sorted(tp.partition for tp in partitions)))
             consumer.unassign()
             self._next = {}
-            self._generation += 1
 
         self.consumer.subscribe(
             [self.config.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke
