@@ -208,13 +208,7 @@ def _processors(config: Config, processes: int, events: int, home: Path) -> tupl
         else:
             raise RuntimeError("processors did not drain the topic within 15 minutes")
         done = time.time()
-        firsts = []
-        for i in range(processes):
-            beat = json.loads(
-                (home / f"proc-{group}-{i}" / "run" / "processor.heartbeat.json").read_text()
-            )
-            if beat.get("first_record_at"):
-                firsts.append(float(beat["first_record_at"]))
+        firsts = _first_records(home, group, processes)
         for p in procs:
             p.terminate()
         for p in procs:
@@ -225,6 +219,29 @@ def _processors(config: Config, processes: int, events: int, home: Path) -> tupl
         for p in procs:
             if p.poll() is None:
                 p.kill()
+
+
+def _first_records(home: Path, group: str, processes: int, wait_s: float = 10) -> list[float]:
+    """When each processor received its first record, from its heartbeat. A processor
+    folds its members' beats twice a second, so the last ones may not show yet when
+    the lake is complete: wait for all (a processor may have had no partition: then
+    for those that show one)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        firsts = []
+        for i in range(processes):
+            path = home / f"proc-{group}-{i}" / "run" / "processor.heartbeat.json"
+            try:
+                beat = json.loads(path.read_text())
+            except (OSError, ValueError):  # not written yet, or being replaced
+                continue
+            if beat.get("first_record_at"):
+                firsts.append(float(beat["first_record_at"]))
+        if len(firsts) == processes or (firsts and time.monotonic() > deadline):
+            return firsts
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no processor's heartbeat shows its first record; see {home}")
+        time.sleep(0.2)
 
 
 def _bytes_per_event(config: Config, lake: Path, stored: int) -> tuple[float, float]:

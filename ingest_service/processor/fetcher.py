@@ -326,6 +326,7 @@ class _RdkafkaMember(_Asking):
     # the machine is not overloaded)
     _FETCH_LEAD_S = 0.15
     _GATHER_S = 0.02
+    _GAP_REREADS = 2
 
     def __init__(self, config: Config, inbox: IO[bytes], outbox: IO[bytes]) -> None:
         from confluent_kafka import Consumer
@@ -346,7 +347,10 @@ class _RdkafkaMember(_Asking):
         # partition -> the offset after the last record handed to the parent (or where it
         # was last sought to, possibly a logical offset): where reading must go on
         self._next: dict[int, int] = {}
-        self._reread: set[tuple[int, int]] = set()  # gaps already read again once
+        # (partition, offset) -> how often a gap there was read again, since the position
+        # was last set
+        self._gaps: dict[tuple[int, int], int] = {}
+        self._rebalanced = False  # during the current poll
 
     def run(self) -> None:
         from confluent_kafka import KafkaError, Message
@@ -356,6 +360,8 @@ class _RdkafkaMember(_Asking):
             positions = self._positions(answer, partitions, "taking over partitions")
             consumer.assign(positions)
             self._next = {tp.partition: tp.offset for tp in positions}
+            self._gaps = {}
+            self._rebalanced = True
             self.topic_id = self.describe_topic_id()
             self._topic_id_at = time.monotonic()
 
@@ -364,6 +370,8 @@ class _RdkafkaMember(_Asking):
                 self.ask(("revoked", sorted(tp.partition for tp in partitions)))
             consumer.unassign()
             self._next = {}
+            self._gaps = {}
+            self._rebalanced = True
 
         self.consumer.subscribe(
             [self.config.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke
@@ -385,13 +393,15 @@ class _RdkafkaMember(_Asking):
                         KafkaError,
                     )
                     polled = [m for m, e in zip(polled, errors, strict=True) if e is None]
-            # caught up: no fetch from now until just before the parent's next take
-            paused = self._pause() if 0 < len(polled) < POLL_RECORDS else []
+            # caught up: no fetch from now until just before the parent's next take (but
+            # not just after a rebalance: the new assignment's first fetch is under way)
+            caught_up = 0 < len(polled) < POLL_RECORDS and not self._rebalanced
+            paused = self._pause() if caught_up else []
             if polled:
                 n = len(polled)
                 partitions = np.fromiter(map(partition, polled), np.int32, n)
                 offsets = np.fromiter(map(offset, polled), np.int64, n)
-                keep = self._in_sequence(partitions, offsets)
+                keep = self._in_sequence(partitions, offsets, rebalanced=self._rebalanced)
                 if keep is not None:
                     polled = list(itertools.compress(polled, keep))
                     partitions, offsets = partitions[keep], offsets[keep]
@@ -424,8 +434,9 @@ class _RdkafkaMember(_Asking):
         that answered it (see :meth:`_pause`); ``consume(n, 0.1)`` waited 0.1 s while
         librdkafka fetched again and again.
         """
-        # one call: records split over two calls (poll, then consume) could straddle a
-        # rebalance, and the five-SIGKILL exactly-once test stored some twice
+        # One call: the rebalance callbacks run inside it, and the records it returns
+        # may have been fetched before them (see _in_sequence).
+        self._rebalanced = False
         return list(self.consumer.consume(POLL_RECORDS, self._GATHER_S))
 
     def _pause(self) -> list[Any]:
@@ -461,67 +472,116 @@ class _RdkafkaMember(_Asking):
         finally:
             self.consumer.resume(paused)
 
-    def _in_sequence(self, partitions: np.ndarray[Any, Any], offsets: np.ndarray[Any, Any]) -> Any:
+    def _in_sequence(
+        self,
+        partitions: np.ndarray[Any, Any],
+        offsets: np.ndarray[Any, Any],
+        *,
+        rebalanced: bool = False,
+    ) -> Any:
         """Check that polled records go on where the last ones ended, per partition; the
         mask of records to hand over, or None for all of them.
 
-        A record before the expected offset (delivered already) is dropped. A gap (a
-        first offset beyond the expected one) means the client skipped records: the
-        partition is read again from the expected offset, once; the same gap a second
-        time is taken as the log's own (compaction or transaction markers leave gaps
-        in a real Kafka's offsets) and logged.
-        """
-        from confluent_kafka import TopicPartition
+        Only records of an assigned partition that continue its sequence are handed
+        over: a poll that spans a rebalance returns records fetched for the old
+        assignment ahead of the new one's (``rebalanced``), and they must neither
+        reach a processor that no longer owns their partition nor move a position.
 
-        keep = None
+        * a partition no longer assigned: its records are dropped;
+        * offsets going backwards within the poll: only the last run counts;
+        * a record before the expected offset (delivered already) is dropped;
+        * a gap (a record beyond the expected offset): the records from the gap on are
+          dropped and the partition is read again from the expected offset. After a
+          rebalance that is always so (the new assignment's records start exactly at
+          its position; later ones are the old assignment's). Otherwise the same gap
+          seen ``_GAP_REREADS`` + 1 times is taken as the log's own (compaction or
+          transaction markers leave gaps in a real Kafka's offsets) and logged.
+        """
+        keep = np.ones(len(partitions), bool)
         for p in np.unique(partitions).tolist():
-            mine = partitions == p
-            where = np.flatnonzero(mine)
+            where = np.flatnonzero(partitions == p)
+            expected = self._next.get(p)
+            if expected is None:
+                logger.warning(
+                    "partition %d: %d records of a partition no longer assigned dropped",
+                    p,
+                    len(where),
+                )
+                keep[where] = False
+                continue
             back = np.flatnonzero(np.diff(offsets[where]) <= 0)
             if len(back):
-                # offsets going backwards within one poll: records from before a
-                # rebalance ahead of those after it; only the last run counts
-                stale = where[: back[-1] + 1]
+                stale, where = where[: back[-1] + 1], where[back[-1] + 1 :]
                 logger.warning(
                     "partition %d: %d records of an earlier position dropped", p, len(stale)
                 )
-                mine = mine.copy()
-                mine[stale] = False
-                fresh = (partitions != p) | mine
-                keep = fresh if keep is None else keep & fresh
-            first, last = int(offsets[mine].min()), int(offsets[mine].max())
-            expected = self._next.get(p, -1)
+                keep[stale] = False
+            run = offsets[where]
             if expected < 0:  # a logical position (the beginning): nothing to compare
-                self._next[p] = last + 1
+                if rebalanced:  # but the records may be the old assignment's
+                    keep[where] = False
+                    self._seek_to(p, expected)
+                else:
+                    self._next[p] = int(run[-1]) + 1
                 continue
-            if first > expected and (p, expected) not in self._reread:
+            keep[where[run < expected]] = False
+            where, run = where[run >= expected], run[run >= expected]
+            # the records that continue the sequence: a prefix of the run
+            follows = int(np.count_nonzero(run == expected + np.arange(len(run))))
+            if follows == len(run) or not self._read_again(
+                p, expected + follows, int(run[follows]), rebalanced=rebalanced
+            ):
+                self._next[p] = max(expected, int(run[-1]) + 1) if len(run) else expected
+                continue
+            keep[where[follows:]] = False
+            self._next[p] = expected + follows
+        return None if keep.all() else keep
+
+    def _read_again(self, p: int, gap: int, found: int, *, rebalanced: bool) -> bool:
+        """Offsets ``gap`` to ``found - 1`` did not come: seek back to read them again
+        (True), or take them as the log's own gap (False)."""
+        after = found - 1
+        if rebalanced:
+            logger.info(
+                "partition %d: records from offset %d on were fetched for an earlier "
+                "assignment; reading from %d",
+                p,
+                found,
+                gap,
+            )
+        else:
+            seen = self._gaps.get((p, gap), 0)
+            if seen >= self._GAP_REREADS:
                 logger.warning(
-                    "partition %d: the Kafka client skipped offsets %d-%d; reading them again",
+                    "partition %d: offsets %d-%d are not in the log (read %d times)",
                     p,
-                    expected,
-                    first - 1,
+                    gap,
+                    after,
+                    seen + 1,
                 )
-                self._reread.add((p, expected))
-                self.consumer.seek(TopicPartition(self.config.topic, p, expected))
-                drop = mine
-            else:
-                if first > expected:
-                    logger.warning(
-                        "partition %d: offsets %d-%d are not in the log (read twice)",
-                        p,
-                        expected,
-                        first - 1,
-                    )
-                drop = mine & (offsets < expected)
-                self._next[p] = max(expected, last + 1)
-            if drop.any():
-                keep = ~drop if keep is None else keep & ~drop
-        return keep
+                return False
+            self._gaps[(p, gap)] = seen + 1
+            logger.warning(
+                "partition %d: the Kafka client skipped offsets %d-%d; reading them again",
+                p,
+                gap,
+                after,
+            )
+        self._seek_to(p, gap)
+        return True
+
+    def _seek_to(self, p: int, offset: int) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            self.consumer.seek(TopicPartition(self.config.topic, p, offset))
+        except KafkaException as exc:  # e.g. not fetching yet, just after the assignment
+            logger.warning("partition %d: seeking to %d failed: %s", p, offset, exc)
 
     def _positions(self, answer: tuple[str, Any], partitions: list[Any], what: str) -> list[Any]:
-        """``partitions`` with the offsets of the parent's answer (the beginning for
-        position 0, as with a fresh partition)."""
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+        """``partitions`` with the offsets of the parent's answer (the log's first offset
+        for position 0, as with a fresh partition)."""
+        from confluent_kafka import TopicPartition
 
         if answer[0] != "seek":
             raise RuntimeError(f"{what} failed: {answer[1]}")
@@ -529,12 +589,24 @@ class _RdkafkaMember(_Asking):
         out = []
         for tp in partitions:
             position = positions.get(tp.partition, 0)
-            out.append(
-                TopicPartition(
-                    self.config.topic, tp.partition, position if position > 0 else OFFSET_BEGINNING
-                )
-            )
+            if position <= 0:
+                position = self._log_start(tp.partition)
+            out.append(TopicPartition(self.config.topic, tp.partition, position))
         return out
+
+    def _log_start(self, p: int) -> int:
+        """Partition ``p``'s first offset, as a number (the records read next are checked
+        against it, see :meth:`_in_sequence`); OFFSET_BEGINNING when Kafka does not say."""
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+
+        try:
+            start, _ = self.consumer.get_watermark_offsets(
+                TopicPartition(self.config.topic, p), timeout=5, cached=False
+            )
+        except KafkaException as exc:
+            logger.warning("partition %d: asking where its log starts failed: %s", p, exc)
+            return int(OFFSET_BEGINNING)
+        return int(start) if start >= 0 else int(OFFSET_BEGINNING)
 
     def seek(self, answer: tuple[str, Any], what: str) -> None:
         """Seek the partitions the parent's answer names (those still assigned)."""
@@ -547,6 +619,7 @@ class _RdkafkaMember(_Asking):
         for tp in self._positions(answer, named, what):
             self.consumer.seek(tp)
             self._next[tp.partition] = tp.offset
+            self._gaps = {k: n for k, n in self._gaps.items() if k[0] != tp.partition}
 
     def describe_topic_id(self) -> str | None:
         """The topic's id as the cluster reports it now (None when it does not exist)."""

@@ -434,29 +434,39 @@ class Processor:
         )
 
     def _not_yet_stored(self, batch: RecordBatch) -> RecordBatch:
-        """``batch`` without records at or below the offset ``telemetry`` holds for their
-        partition, and without a second copy of one record: whatever delivers a record
-        again (a stale seek, a client or broker quirk), it is stored once."""
+        """``batch`` without records of partitions this processor does not own, without
+        records at or below the offset ``telemetry`` holds for their partition, and
+        without a second copy of one record: whatever delivers a record again or too
+        late (a stale seek, a poll spanning a rebalance, a client or broker quirk), it is
+        stored once, and only by the partition's owner."""
         done = {p: o.telemetry for p, o in self.offsets.items()}
-        keep = (
-            pl.DataFrame(
-                {
-                    "p": pl.Series(batch.partitions, dtype=pl.Int32),
-                    "o": pl.Series(batch.offsets, dtype=pl.Int64),
-                }
-            )
-            .select(
-                (pl.col("o") > pl.col("p").replace_strict(done, default=-1, return_dtype=pl.Int64))
-                & pl.struct("p", "o").is_first_distinct()
-            )
-            .to_series()
+        frame = pl.DataFrame(
+            {
+                "p": pl.Series(batch.partitions, dtype=pl.Int32),
+                "o": pl.Series(batch.offsets, dtype=pl.Int64),
+            }
         )
+        owned = pl.col("p").is_in(list(done))
+        keep = frame.select(
+            owned
+            & (pl.col("o") > pl.col("p").replace_strict(done, default=-1, return_dtype=pl.Int64))
+            & pl.struct("p", "o").is_first_distinct()
+        ).to_series()
         if keep.all():
             return batch
-        logger.warning(
-            "skipping %d records delivered again (already stored, or twice in one batch)",
-            len(keep) - int(keep.sum()),
-        )
+        foreign = frame.filter(~owned)
+        if len(foreign):
+            logger.warning(
+                "skipping %d records of partitions not owned here: %s",
+                len(foreign),
+                sorted(foreign["p"].unique().to_list()),
+            )
+        again = len(keep) - int(keep.sum()) - len(foreign)
+        if again:
+            logger.warning(
+                "skipping %d records delivered again (already stored, or twice in one batch)",
+                again,
+            )
         return batch.compress(keep.to_list())
 
     @staticmethod

@@ -26,14 +26,14 @@ def _member(next_offsets: dict[int, int]) -> tuple[Any, _Seeks]:
     member.config = Config.from_env({"WORKBENCH_HOME": "/tmp/unused"})
     member.consumer = _Seeks()
     member._next = dict(next_offsets)
-    member._reread = set()
+    member._gaps = {}
     return member, member.consumer
 
 
-def _check(member: Any, pairs: list[tuple[int, int]]) -> Any:
+def _check(member: Any, pairs: list[tuple[int, int]], *, rebalanced: bool = False) -> Any:
     partitions = np.array([p for p, _ in pairs], np.int32)
     offsets = np.array([o for _, o in pairs], np.int64)
-    return member._in_sequence(partitions, offsets)
+    return member._in_sequence(partitions, offsets, rebalanced=rebalanced)
 
 
 def test_records_in_sequence_are_all_handed_over():
@@ -64,15 +64,56 @@ def test_a_skipped_batch_is_read_again_and_the_records_after_it_are_held_back(ca
     assert member._next[0] == 102
 
 
-def test_the_same_gap_twice_is_the_logs_own(caplog):
+def test_the_same_gap_three_times_is_the_logs_own(caplog):
     member, seeks = _member({0: 100})
-    _check(member, [(0, 114)])
+    assert _check(member, [(0, 114)]).tolist() == [False]
+    assert _check(member, [(0, 114)]).tolist() == [False]
     with caplog.at_level(logging.WARNING):
         keep = _check(member, [(0, 114), (0, 115)])
     assert keep is None
-    assert seeks.sought == [(0, 100)]  # sought once only
+    assert seeks.sought == [(0, 100), (0, 100)]  # read again twice
     assert member._next == {0: 116}
-    assert "offsets 100-113 are not in the log (read twice)" in caplog.text
+    assert "offsets 100-113 are not in the log (read 3 times)" in caplog.text
+
+
+def test_a_gap_inside_a_poll_keeps_the_records_before_it():
+    member, seeks = _member({0: 10})
+    keep = _check(member, [(0, 10), (0, 11), (0, 15), (0, 16)])
+    assert keep.tolist() == [True, True, False, False]
+    assert member._next == {0: 12}
+    assert seeks.sought == [(0, 12)]
+
+
+def test_records_of_a_partition_no_longer_assigned_are_dropped(caplog):
+    # a poll spanning a rebalance: partition 1 went to another member
+    member, seeks = _member({0: 5})
+    with caplog.at_level(logging.WARNING):
+        keep = _check(member, [(1, 40), (1, 41), (0, 5)], rebalanced=True)
+    assert keep.tolist() == [False, False, True]
+    assert member._next == {0: 6}
+    assert seeks.sought == []
+    assert "partition 1: 2 records of a partition no longer assigned dropped" in caplog.text
+
+
+def test_after_a_rebalance_records_beyond_the_position_are_the_old_assignments():
+    # fetched before the rebalance, delivered after it: never a gap of the log, however
+    # often it happens
+    member, seeks = _member({0: 90})
+    for _ in range(5):
+        assert _check(member, [(0, 120), (0, 121)], rebalanced=True).tolist() == [False, False]
+    assert member._next == {0: 90}
+    assert seeks.sought == [(0, 90)] * 5
+    assert member._gaps == {}
+    # those in sequence are the same records, whichever assignment fetched them
+    assert _check(member, [(0, 90), (0, 91)], rebalanced=True) is None
+    assert member._next == {0: 92}
+
+
+def test_after_a_rebalance_a_logical_position_is_sought_again():
+    member, seeks = _member({0: -2})  # OFFSET_BEGINNING: the records cannot be checked
+    assert _check(member, [(0, 30), (0, 31)], rebalanced=True).tolist() == [False, False]
+    assert seeks.sought == [(0, -2)]
+    assert member._next == {0: -2}
 
 
 @pytest.mark.parametrize("first", [95, 99])

@@ -260,3 +260,18 @@ def test_records_delivered_again_are_stored_once(feed: Feed, config: Config) -> 
         (4, "malformed: not valid JSON"),
         (5, "duplicate"),
     ]
+
+
+def test_records_of_a_partition_not_owned_are_not_stored(
+    feed: Feed, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a poll spanning a rebalance can bring records of a partition now owned elsewhere
+    values = [encode(event(seq=i)) for i in range(3)]
+    with caplog.at_level("WARNING"):
+        result = feed.processor.process(RecordBatch(values, [b"k"] * 3, [0, 1, 1], [0, 7, 8]))
+    assert result.stored == 1
+    assert lake.telemetry(config, principal=ADMIN).select(
+        "source_partition", "source_offset"
+    ).rows() == [(0, 0)]
+    assert set(feed.processor.offsets) == {0}  # nor does it take the partition over
+    assert "skipping 2 records of partitions not owned here: [1]" in caplog.text

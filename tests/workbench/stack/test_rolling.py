@@ -37,6 +37,24 @@ def _stored(config: Config) -> pl.DataFrame:
         return pl.DataFrame(schema={"device_id": pl.String, "seq": pl.Int64})
 
 
+def _difference(missing: set[tuple[str, int]], extra: set[tuple[str, int]], home: Path) -> str:
+    """What a failed comparison needs: counts, examples and the processors' warnings."""
+    log = home / "logs" / "processor.log"
+    warnings = [
+        line
+        for line in (log.read_text().splitlines() if log.exists() else [])
+        if " WARNING " in line or " ERROR " in line
+    ]
+    return "\n".join(
+        [
+            f"{len(missing)} accepted events not stored, e.g. {sorted(missing)[:5]}",
+            f"{len(extra)} stored events never accepted, e.g. {sorted(extra)[:5]}",
+            "processor warnings and errors:",
+            *warnings[-40:],
+        ]
+    )
+
+
 def test_rolling_restart_under_load_fails_no_request_and_loses_nothing(tmp_path: Path):
     home = tmp_path / "home"
     env = isolated_env(
@@ -111,7 +129,9 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_nothing(tmp_path:
             time.sleep(1)
             stored = _stored(config)
         assert stored.height == stored.unique().height, "duplicates in telemetry"
-        assert set(stored.iter_rows()) == accepted  # nothing lost, nothing extra
+        kept = set(stored.iter_rows())
+        # nothing lost, nothing extra
+        assert kept == accepted, _difference(accepted - kept, kept - accepted, home)
         status = run_cli(env, "status", "--json")
         assert status.returncode == 0, status.stdout
         details = {c["name"]: c["detail"] for c in json.loads(status.stdout)["components"]}
