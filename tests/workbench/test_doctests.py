@@ -12,6 +12,7 @@ MODULES = [
     "workbench.events",
     "workbench.kafka",
     "workbench.lake.read",
+    "workbench.ops.broker_bench",
     "workbench.tenancy.principal",
     "workbench.tenancy.passwords",
 ]

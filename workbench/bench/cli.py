@@ -18,6 +18,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "ingest_service.processor.bench",
     "workbench.lake.bench",
     "ingest_service.processor.freshness_bench",
+    "workbench.ops.broker_bench",
 )
 
 
