@@ -35,6 +35,7 @@ import psutil
 
 from workbench.bench import add_bench, print_table, record_result
 from workbench.config import Config
+from workbench.exceptions import InvalidInput
 
 __all__ = ["Sample", "cpu_share", "run_bench"]
 
@@ -170,6 +171,10 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
     from workbench.cli import say
     from workbench.ops.scratch import ScratchStack
 
+    for name in ("seconds", "rate", "producers", "sample", "devices", "burst_ms"):
+        if getattr(args, name) <= 0:
+            option = "--" + name.replace("_", "-")
+            raise InvalidInput(f"{option} must be positive, got {getattr(args, name)}")
     partitions = args.partitions or config.topic_partitions
     linger = config.gateway_linger_ms if args.linger_ms is None else args.linger_ms
     interval = args.interval or config.commit_interval

@@ -49,3 +49,10 @@ def test_bench_broker_reports_cpu_over_time_and_every_record_read(tmp_path: Path
     ]
     assert leftovers == []
     assert not list((home / "bench").glob("broker-*"))
+
+
+def test_bench_broker_refuses_a_rate_of_nothing(tmp_path: Path):
+    done = run_cli(isolated_env(tmp_path / "home"), "bench", "broker", "--rate", "0")
+    assert done.returncode == 2
+    assert "--rate must be positive, got 0.0" in done.stderr
+    assert not (tmp_path / "home" / "bench").exists()  # refused before starting anything
