@@ -153,11 +153,10 @@ def _consume(
         consumer.close()
 
 
-def _broker_cpu(pid: int) -> float:
-    """CPU seconds of the broker process and its children."""
-    proc = psutil.Process(pid)
+def _cpu_s(tree: list[psutil.Process]) -> float:
+    """CPU seconds of a process tree (:meth:`ScratchStack.processes`) so far."""
     total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in tree:
         try:
             times = p.cpu_times()
         except psutil.NoSuchProcess:
@@ -194,7 +193,7 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
         say("starting a broker of its own…")
         stack.up(["broker"])
         bench = stack.config
-        pid = stack.pid("broker")
+        broker = stack.processes()["broker"]  # the tansu process tree
         records = _records(args.devices)
         say(
             f"{args.producers} producer(s) at {args.rate:,.0f} events/s in all for "
@@ -228,7 +227,7 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
             t.start()
 
         def sample() -> Sample:
-            s = Sample(time.monotonic() - started, _broker_cpu(pid), acked.value, consumed.value)
+            s = Sample(time.monotonic() - started, _cpu_s(broker), acked.value, consumed.value)
             if samples:
                 say(
                     f"  {s.at:5.0f} s: broker {cpu_share(samples[-1], s):6.1%} of a core; "
