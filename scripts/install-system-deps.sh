@@ -2,6 +2,7 @@
 # Installs the system packages the test suite needs, when they are missing:
 #   chromium + chromium-driver  (browser tests of the dashboards, driven by Playwright)
 #   kcat                        (checks that a stock Kafka client works with the embedded broker)
+#   mosquitto-clients           (the MQTT example the provisioning page shows, run as shown)
 # Set WORKBENCH_SKIP_SYSTEM_DEPS=1 to skip (the tests that need them then fail and say why).
 set -euo pipefail
 
@@ -11,6 +12,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -1,4 +1,7 @@
-"""``python -m simulator run | scenarios | bench``: a thin layer over :func:`simulator.run`."""
+"""``python -m simulator run | scenarios``: a thin layer over :func:`simulator.run`.
+
+Its CPU cost is measured by ``workbench bench simulator``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from workbench.cli import ArgumentParser, say
+from workbench.cli import ArgumentParser, say, subcommands
 from workbench.config import Config, settings_help
 from workbench.exceptions import WorkbenchError
 from workbench.logs import configure_logging
@@ -35,9 +38,9 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
 
 def parser() -> argparse.ArgumentParser:
     """The ``python -m simulator`` argument parser."""
-    from simulator.scenarios import SCENARIOS, parse_scenarios
+    from simulator.scenarios import scenario_names
+    from simulator.targets.base import target_names
 
-    parse_scenarios("normal")  # registers the built-ins
     epilog = settings_help()
     fmt = argparse.RawDescriptionHelpFormatter
     p = ArgumentParser(
@@ -46,8 +49,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=epilog,
         formatter_class=fmt,
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    sub.required = True
+    sub = subcommands(p, "command")
     r = sub.add_parser(
         "run",
         help="simulate the fleet and send its events",
@@ -94,14 +96,15 @@ def parser() -> argparse.ArgumentParser:
         "--scenario",
         default=None,
         help="comma-separated scenarios: "
-        + ", ".join(sorted(SCENARIOS))
+        + ", ".join(scenario_names())
         + " (WORKBENCH_SIM_SCENARIO, normal)",
     )
     r.add_argument(
         "--target",
-        choices=("gateway", "kafka"),
+        choices=target_names(),
         default="gateway",
-        help="send through the gateway (HTTP + FBK1) or straight to Kafka (gateway)",
+        help="where to send: the gateway (HTTP + FBK1), straight to Kafka, or an "
+        "installed target plug-in (gateway)",
     )
     r.add_argument("--truth", type=Path, default=None, help="write a ground-truth log (JSON lines)")
     r.add_argument(
@@ -119,17 +122,6 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scenarios", help="list the scenarios and what a dashboard shows")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(handler=_cmd_scenarios)
-
-    from simulator import bench
-
-    b = sub.add_parser(
-        "bench",
-        help="CPU cost of simulating a large fleet (also: workbench bench simulator)",
-        description=bench.__doc__,
-        formatter_class=fmt,
-    )
-    bench.configure(b)
-    b.set_defaults(handler=bench.handle)
     return p
 
 
@@ -165,9 +157,9 @@ def _cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_scenarios(config: Config, args: argparse.Namespace) -> int:
-    from simulator.scenarios import SCENARIOS
+    from simulator.scenarios import load_scenario, scenario_names
 
-    items = [SCENARIOS[name]() for name in sorted(SCENARIOS)]
+    items = [load_scenario(name) for name in scenario_names()]
     if args.json:
         print(
             json.dumps(

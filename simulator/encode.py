@@ -3,7 +3,7 @@
 Three shapes of the same event:
 
 * :func:`kafka_values` — the gateway's enriched record (:mod:`workbench.events`);
-* :func:`device_payloads` — what a device POSTs to the gateway (DESIGN.md §6);
+* :func:`device_payloads` — what a device POSTs to the gateway (docs/gateway.md, "HTTP API");
 * :func:`truth_lines` — the ground-truth log line (device_id, seq, ts, readings, status).
 
 A NaN reading (a faulty sensor) is written as JSON ``null``: JSON has no NaN,
@@ -14,14 +14,26 @@ reading out.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import polars as pl
 
-if TYPE_CHECKING:
-    from simulator.fleet import Fleet
+__all__ = ["EncodedFleet", "device_payloads", "kafka_values", "readings_json", "truth_lines"]
 
-__all__ = ["device_payloads", "kafka_values", "readings_json", "truth_lines"]
+
+class EncodedFleet(Protocol):
+    """What the encoders read of a :class:`simulator.fleet.Fleet` (named structurally:
+    the fleet encodes its own Kafka records with this module)."""
+
+    @property
+    def device_ids(self) -> Sequence[str]:
+        """Device ids by device index."""
+
+    @property
+    def _record_parts(self) -> tuple[pl.Series, pl.Series, list[bytes]]:
+        """Per-device constant JSON fragments of the Kafka record, and the keys."""
+
 
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
@@ -91,7 +103,7 @@ def readings_json() -> pl.Expr:
     )
 
 
-def kafka_values(fleet: Fleet, frame: pl.DataFrame) -> pl.Series:
+def kafka_values(fleet: EncodedFleet, frame: pl.DataFrame) -> pl.Series:
     """One Kafka record value (bytes) per row of ``frame``."""
     head, meta, _ = fleet._record_parts
     idx = frame["device"]
@@ -137,7 +149,9 @@ def device_payloads(frame: pl.DataFrame) -> pl.Series:
     )
 
 
-def truth_lines(fleet: Fleet, frame: pl.DataFrame, outcome: pl.Series | None = None) -> pl.Series:
+def truth_lines(
+    fleet: EncodedFleet, frame: pl.DataFrame, outcome: pl.Series | None = None
+) -> pl.Series:
     """Ground-truth JSON lines: what each device sent, and (when known) what came back."""
     ids = pl.Series(list(fleet.device_ids))
     parts = [

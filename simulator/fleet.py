@@ -29,17 +29,15 @@ import functools
 import math
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from simulator import physics
+from simulator.encode import kafka_values
 from workbench.exceptions import SimulatorError
-
-if TYPE_CHECKING:
-    from simulator.scenarios.base import Scenario
 
 __all__ = [
     "DEVICE_TYPES",
@@ -49,10 +47,14 @@ __all__ = [
     "Device",
     "Fleet",
     "TickContext",
+    "TickTransform",
     "to_ms",
 ]
 
 DEVICE_TYPES = ("environment", "smoke", "intrusion")
+# The protocols the simulator can *speak*, not those the gateway can translate: the fleet
+# only assigns what the gateway target knows how to encode (index 1 = FBK1 lines, also
+# how readings are rounded), so a translator installed later does not belong here.
 PROTOCOLS = ("http", "fbk1")
 # What the gateway is expected to do with an event (the `status` column of a tick).
 STATUS = ("ok", "unprovisioned", "deprovisioned")
@@ -114,6 +116,14 @@ class TickContext:
     def fleet_rng(self, name: str) -> np.random.Generator:
         """A generator private to ``name`` but the same for every tick (choices that persist)."""
         return np.random.default_rng([self.seed, _salt(name)])
+
+
+class TickTransform(Protocol):
+    """What :meth:`Fleet.ticks` needs of a scenario (:class:`simulator.scenarios.Scenario`)."""
+
+    def apply(self, frame: pl.DataFrame, ctx: TickContext) -> pl.DataFrame:
+        """The tick ``frame`` after this transform."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -304,7 +314,7 @@ class Fleet:
         start: dt.datetime,
         *,
         interval_s: float = 60.0,
-        scenarios: Sequence[Scenario] = (),
+        scenarios: Sequence[TickTransform] = (),
         first_seq: int = 1,
         first_tick: int = 0,
     ) -> Iterator[pl.DataFrame]:
@@ -372,7 +382,7 @@ class Fleet:
         count: int,
         *,
         interval_s: float = 60.0,
-        scenarios: Sequence[Scenario] = (),
+        scenarios: Sequence[TickTransform] = (),
     ) -> Iterator[tuple[bytes, bytes]]:
         """``count`` Kafka records ``(key, value)`` in the gateway's output format
         (:mod:`workbench.events`), in event-time order, starting at ``start``.
@@ -381,8 +391,6 @@ class Fleet:
         are left out, as the gateway would; everything else a scenario does
         (late, duplicate, faulty readings) is kept.
         """
-        from simulator.encode import kafka_values
-
         _, _, keys = self._record_parts
         left = count
         if left <= 0:

@@ -1,5 +1,5 @@
 """Provision the simulated fleet through the device registry, so every device holds real
-credentials (DESIGN.md §6).
+credentials (a derived key and SAS tokens: docs/gateway.md, "Key storage").
 
 Tenants and buildings are added when missing; devices go in with one bulk
 ``Registry.import_csv`` commit (idempotent: a re-run changes nothing). Devices a

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 import numpy as np
 import polars as pl
@@ -26,15 +26,15 @@ import polars as pl
 from simulator.encode import truth_lines
 from simulator.fleet import Fleet, to_ms
 from simulator.scenarios import parse_scenarios
-from simulator.targets.base import Stats, Target
+from simulator.targets.base import GROUP as TARGETS
+from simulator.targets.base import Stats, Target, target_names
+from workbench import plugins
 from workbench.config import Config
 from workbench.exceptions import SimulatorError
 
 __all__ = ["RunOptions", "RunSummary", "make_target", "run"]
 
 logger = logging.getLogger(__name__)
-
-TargetName = Literal["gateway", "kafka"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +47,7 @@ class RunOptions:
     speedup: float = 1.0  # simulated seconds per wall second
     seed: int = 0
     scenario: str = "normal"  # comma-separated names
-    target: TargetName = "gateway"
+    target: str = "gateway"  # an installed workbench.sim_targets plug-in
     truth: Path | None = None  # ground-truth log (JSON lines)
     tenants: int = 2
     buildings: int | None = None  # default: see Fleet.generate
@@ -107,16 +107,18 @@ class RunSummary:
 
 
 def make_target(name: str, fleet: Fleet, config: Config, options: RunOptions) -> Target:
-    """The target called ``name`` for ``fleet``."""
-    if name == "kafka":
-        from simulator.targets.kafka import KafkaTarget
-
-        return KafkaTarget(fleet, config)
-    if name == "gateway":
-        from simulator.targets.gateway import GatewayTarget
-
-        return GatewayTarget(fleet, config, options)
-    raise SimulatorError(f"unknown target {name!r}", hint="choose gateway or kafka")
+    """The installed target plug-in called ``name``, made for ``fleet``."""
+    if name not in target_names():
+        raise SimulatorError(
+            f"unknown target {name!r}", hint=f"choose from {', '.join(target_names())}"
+        )
+    made = plugins.load(TARGETS, name)(fleet, config, options)
+    if not isinstance(made, Target):
+        raise plugins.PluginError(
+            f"target plug-in {name!r} made a {type(made).__name__}, not a Target",
+            hint="its entry point must name a Target subclass or a factory returning one",
+        )
+    return made
 
 
 def _write_status(path: Path | None, state: str, options: RunOptions, stats: Stats) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated WORKBENCH_HOMEs on free ports and the real embedded broker.
+"""Shared fixtures: isolated WORKBENCH_HOMEs on free ports, the real embedded broker and
+a real replicated Kafka cluster.
 
 Tests never talk to the default ports, so they run beside a `make demo` stack.
 """
@@ -12,27 +13,65 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from proving.kafka_cluster import KafkaCluster
+from proving.objstore import Azurite, MotoS3
+from proving.scratch import PORT_VARS, free_port
 from workbench.config import Config
-from workbench.kafka import ensure_topic
-from workbench.ops.scratch import PORT_VARS, free_port
+from workbench.kafka import ensure_topic, kafka_security
 from workbench.stack import supervisor
+
+# Fixture modules shared across test folders; a plug-in, because importing a fixture into
+# a test module and naming it as a test's argument reads as a redefinition (ruff F811).
+pytest_plugins = ["tests.workbench.query.hiveserver2.fixtures"]
+
+# Which embedded broker the tests run on, the session's and every stack a test starts:
+# Apache Kafka, the product's default; WORKBENCH_TEST_BROKER=tansu runs them on the light
+# mode. A smoke set runs on Tansu whatever this says (test_stack_cli's wb_env,
+# test_topic_recreated, the lag tests' tansu_broker_config, kcat): the mode stays covered.
+TEST_BROKER = os.environ.get("WORKBENCH_TEST_BROKER", "kafka")
 
 
 def isolated_env(home: Path, **overrides: str) -> dict[str, str]:
     """os.environ without workbench settings, plus a private home and free ports."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("WORKBENCH_") and k != "KAFKA_BOOTSTRAP_SERVERS"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKBENCH_", "KAFKA_"))}
     env["WORKBENCH_HOME"] = str(home)
     for var in PORT_VARS:
         env[var] = str(free_port())
+    env["WORKBENCH_BROKER"] = TEST_BROKER
     env.update(overrides)
     return env
+
+
+def add_users(config: Config, users: dict[str, tuple]) -> None:
+    """Add ``{user: (role, tenant, password, buildings)}`` to the user store, as admin."""
+    from workbench.tenancy import Principal, UserStore
+
+    store = UserStore(config)
+    for user, (role, tenant, password, buildings) in users.items():
+        store.add(
+            user,
+            role=role,
+            tenant=tenant,
+            password=password,
+            buildings=buildings,
+            by=Principal.system(),
+        )
+
+
+def run_module_help(module: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE --help`` in an isolated environment."""
+    return subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        env=isolated_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def run_cli(
@@ -57,21 +96,44 @@ def wb_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     run_cli(env, "down")
 
 
-@pytest.fixture(scope="session")
-def broker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
-    """One real embedded broker (Tansu) for the session, started through the supervisor."""
-    home = tmp_path_factory.mktemp("broker-home")
-    config = Config.from_env(isolated_env(home))
+def _session_broker(factory: pytest.TempPathFactory, broker: str) -> Iterator[Config]:
+    home = factory.mktemp(f"{broker}-home")
+    config = Config.from_env(isolated_env(home, WORKBENCH_BROKER=broker))
     supervisor.up(config, only=["broker"])
     yield config
     supervisor.down(config)
 
 
-@pytest.fixture
-def kafka_config(broker_config: Config, tmp_path: Path) -> Config:
-    """The session broker with a fresh topic and a fresh lake for this test."""
+@pytest.fixture(scope="session")
+def broker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    """One real embedded broker for the session (see TEST_BROKER), started through the
+    supervisor."""
+    yield from _session_broker(tmp_path_factory, TEST_BROKER)
+
+
+@pytest.fixture(scope="session")
+def tansu_broker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    """A Tansu broker for the session, for the tests that keep its light mode covered
+    (started only when one of them runs)."""
+    yield from _session_broker(tmp_path_factory, "tansu")
+
+
+def fresh_topic(broker: Config, tmp_path: Path) -> Config:
+    """``broker`` with a fresh topic and a fresh lake for this test. Its home is the test's
+    own, so an authenticating broker is reached as an external cluster with the session
+    home's credentials (the test's home has none)."""
+    sec = kafka_security(broker)
+    if sec.mechanism:
+        broker = dataclasses.replace(
+            broker,
+            kafka_bootstrap_servers=broker.bootstrap_servers,
+            kafka_security_protocol=sec.protocol,
+            kafka_sasl_mechanism=sec.mechanism,
+            kafka_sasl_username=sec.username,
+            kafka_sasl_password=sec.password,
+        )
     config = dataclasses.replace(
-        broker_config,
+        broker,
         topic=f"telemetry-{uuid.uuid4().hex[:8]}",
         # more partitions than the default 2: rebalances between members move more of them
         topic_partitions=8,
@@ -80,6 +142,70 @@ def kafka_config(broker_config: Config, tmp_path: Path) -> Config:
     )
     ensure_topic(config)
     return config
+
+
+@pytest.fixture
+def kafka_config(broker_config: Config, tmp_path: Path) -> Config:
+    """The session broker with a fresh topic and a fresh lake for this test."""
+    return fresh_topic(broker_config, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A real Apache Kafka cluster for the session: three KRaft nodes on loopback, new
+    topics (and the internal ones) with replication factor 3 and min.insync.replicas 2.
+    Point a stack at it with ``KAFKA_BOOTSTRAP_SERVERS=cluster.bootstrap_servers``; a test
+    that kills a node starts it again (``start_node``) before it ends."""
+    with KafkaCluster(tmp_path_factory.mktemp("kafka-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A real S3 endpoint for the session: moto's server on a free loopback port, with one
+    bucket. Tests put their lake under a prefix of their own (:func:`store_lake`)."""
+    with MotoS3(tmp_path_factory.mktemp("moto-s3"), bucket="wb-test-lake") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_s3_checking_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """An S3 endpoint that checks credentials and knows none: every key pair is wrong."""
+    with MotoS3(
+        tmp_path_factory.mktemp("moto-s3-keys"), bucket="wb-test-lake", check_keys=True
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """A real Azure Blob endpoint for the session: Azurite on a free loopback port (npm
+    installs it the first time), with one container."""
+    with Azurite(tmp_path_factory.mktemp("azurite"), container="wb-test-lake") as server:
+        yield server
+
+
+# The object stores a lake can live on in the tests; parametrize a test over them with
+# ``@OBJECT_STORES`` and take ``object_store`` (the server, its variables in os.environ).
+OBJECT_STORES = pytest.mark.parametrize("object_store", ["s3", "azure"], indirect=True)
+
+
+@pytest.fixture
+def object_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The parametrized store's server, its credentials and endpoint in os.environ for
+    the test: deltalake in this process, and every process the test starts, read them
+    from there as from a cloud account's variables."""
+    name = getattr(request, "param", "s3")
+    fixtures = {"s3": "moto_s3", "azure": "azurite", "s3-checking-keys": "moto_s3_checking_keys"}
+    server = request.getfixturevalue(fixtures[name])
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    return server
+
+
+def store_lake(server: MotoS3 | Azurite) -> str:
+    """A fresh lake root on ``server``: a prefix nobody else writes under."""
+    return server.lake(f"lake-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.hookimpl(trylast=True)

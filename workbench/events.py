@@ -11,7 +11,7 @@ produces one Kafka record per accepted device event:
      "received_at": "2026-11-27T05:30:00.301Z",   # gateway clock, RFC 3339, UTC
      "tenant_id": "t-acme", "building_id": "b-0025", "floor": 3, "room": "3.12",
      "device_type": "environment",                # environment | smoke | intrusion
-     "protocol": "http",                          # http | fbk1 | ...
+     "protocol": "http",                          # the door: http | mqtt | fbk1 | ...
      "readings": {"temperature": 21.5, "humidity": 40.2, "light": 310.0}}
 
 ``readings`` holds the device's readings as sent (after protocol translation):

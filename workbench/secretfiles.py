@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench.config import Config
 from workbench.exceptions import MasterKeyError
+from workbench.filemodes import private_dir
 
 __all__ = ["SECRET_BYTES", "load_secret", "secret_path"]
 
@@ -50,7 +51,7 @@ def load_secret(path: Path, *, what: str, lost_hint: str, create: bool = True) -
 
 
 def _create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)  # the home too when this creates it, whatever the umask
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

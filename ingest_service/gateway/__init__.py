@@ -13,7 +13,8 @@ __all__ = ["run_gateway"]
 
 
 def run_gateway(config: Config) -> int:
-    """Serve HTTP and the legacy adapter until SIGTERM/SIGINT."""
-    from ingest_service.gateway.server import run_gateway as run
+    """Serve HTTP and the legacy adapter until SIGTERM/SIGINT: the parent of the worker
+    processes (:func:`ingest_service.gateway.workers.supervise`)."""
+    from ingest_service.gateway.workers import supervise
 
-    return run(config)
+    return supervise(config)

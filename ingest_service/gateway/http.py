@@ -10,8 +10,9 @@ duplicates by ``(device_id, seq)``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import json
+import logging
 import os
 import time
 from typing import Any
@@ -21,15 +22,19 @@ from aiohttp import web
 
 from ingest_service.gateway.core import Gateway
 from ingest_service.gateway.openapi import OPENAPI
-from ingest_service.gateway.validation import Problem, validate_event
+from ingest_service.gateway.validation import Problem, validate_body
+from workbench.registry.records import DeviceEntry
 
-__all__ = ["GATEWAY_KEY", "make_app"]
+__all__ = ["GATEWAY_KEY", "make_app", "problem_response"]
+
+logger = logging.getLogger(__name__)
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 _JSON_TYPES = ("application/json",)
 
 
-def _problem_response(problem: Problem) -> web.Response:
+def problem_response(problem: Problem) -> web.Response:
+    """``problem`` as an ``application/problem+json`` response."""
     headers = {}
     if problem.retry_after is not None:
         headers["Retry-After"] = str(problem.retry_after)
@@ -41,31 +46,17 @@ def _problem_response(problem: Problem) -> web.Response:
     )
 
 
-def _parse_constant(name: str) -> float:
-    return float(name)  # NaN/Infinity parse, then fail validation as non-finite (422)
-
-
-def _loads(body: bytes) -> Any:
-    """orjson for the common case; the standard library for what orjson refuses but the
-    API answers precisely (NaN/Infinity and integers beyond 64 bits are 422, not 400)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(body, parse_constant=_parse_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise Problem(400, "malformed", "the body is not valid JSON") from None
-
-
 async def _telemetry(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     started = time.perf_counter()
+    sender: list[DeviceEntry] = []  # the authenticated device, once known
     try:
-        accepted = await _accept(gw, request)
+        accepted = await _accept(gw, request, sender)
     except Problem as problem:
-        gw.reject("http", problem)
-        response = _problem_response(problem)
+        gw.reject("http", problem, sender[0] if sender else None)
+        response = problem_response(problem)
+        if problem.status == 408:  # the rest of the body may still come: out of step
+            response.force_close()
     else:
         gw.metrics.accepted.labels("http").inc(accepted)
         response = web.Response(
@@ -75,69 +66,41 @@ async def _telemetry(request: web.Request) -> web.Response:
     return response
 
 
-async def _accept(gw: Gateway, request: web.Request) -> int:
+async def _accept(gw: Gateway, request: web.Request, sender: list[DeviceEntry]) -> int:
     config = gw.config
     now = time.time()
-    entry = gw.authenticate(request.headers.get("Authorization"), now=now)
+    entry = await gw.authenticate(request.headers.get("Authorization"), now=now)
+    sender.append(entry)
     if request.content_type not in _JSON_TYPES:
         raise Problem(415, "unsupported_media_type", "send Content-Type: application/json")
     limit = config.gateway_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise Problem(413, "too_large", f"the body is larger than {limit} bytes")
+    timeout = config.gateway_read_timeout
     try:
-        # the whole body, however it is split into segments (read(n) would return a part)
-        body = await request.read()
+        # the whole body, however it is split into segments (read(n) would return a part);
+        # a client that stalls half-way must not hold the connection (and its slot) forever
+        async with asyncio.timeout(timeout):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise Problem(413, "too_large", f"the body is larger than {limit} bytes") from None
+    except TimeoutError:
+        raise Problem(
+            408,
+            "read_timeout",
+            f"the body did not arrive within {timeout:g} s (WORKBENCH_GATEWAY_READ_TIMEOUT)",
+        ) from None
     if len(body) > limit:
         raise Problem(413, "too_large", f"the body is larger than {limit} bytes")
-    doc = _loads(body)
-    if isinstance(doc, dict) and "events" in doc:
-        if set(doc) != {"events"} or not isinstance(doc["events"], list):
-            raise Problem(400, "malformed", 'a batch is {"events": [ ... ]} and nothing else')
-        events: list[Any] = doc["events"]
-        if not events:
-            raise Problem(400, "malformed", "the batch holds no events")
-        if len(events) > config.gateway_max_batch:
-            raise Problem(
-                413, "too_large", f"a batch holds at most {config.gateway_max_batch} events"
-            )
-    elif isinstance(doc, dict):
-        events = [doc]
-    else:
-        raise Problem(400, "malformed", 'the body must be an event object or {"events": [...]}')
     received = dt.datetime.fromtimestamp(now, tz=dt.UTC)
-    valid = []
-    errors: list[dict[str, Any]] = []
-    for index, event in enumerate(events):
-        if isinstance(event, dict):
-            claimed = event.get("device_id")
-            if claimed is not None and claimed != entry.device_id:
-                raise Problem(
-                    403,
-                    "device_mismatch",
-                    f"event {index} names device {claimed!r}, the token is {entry.device_id!r}",
-                )
-        try:
-            valid.append(
-                validate_event(event, now=received, max_future_s=config.gateway_max_future_s)
-            )
-        except Problem as problem:
-            if problem.status != 422:
-                raise Problem(
-                    problem.status, problem.reason, f"event {index}: {problem.detail}"
-                ) from None
-            errors.extend({"index": index, **e} for e in problem.errors or [])
-    if errors:
-        first = errors[0]
-        raise Problem(
-            422,
-            "invalid",
-            f"{len(errors)} invalid event(s), nothing was accepted; first: event "
-            f"{first['index']}: {first['field']}: {first['detail']}",
-            errors=errors[:100],
-        )
-    records = gw.records(entry, valid, received)
+    valid = validate_body(
+        body,
+        device_id=entry.device_id,
+        now=received,
+        max_future_s=config.gateway_max_future_s,
+        max_batch=config.gateway_max_batch,
+    )
+    records = gw.records(entry, valid, received, protocol="http")
     await gw.producer.send_all(records)
     return len(records)
 
@@ -179,7 +142,7 @@ async def _openapi(request: web.Request) -> web.Response:
 async def _around(request: web.Request, handler: Any) -> web.StreamResponse:
     """One middleware (each layer costs on every request):
 
-    * every error, routing ones included, as problem+json;
+    * every error, routing ones and the gateway's own failures included, as problem+json;
     * count the requests being handled (the drain waits for them) and, while draining,
       close each connection after its answer so keep-alive clients move to another worker.
     """
@@ -195,9 +158,14 @@ async def _around(request: web.Request, handler: Any) -> web.StreamResponse:
         )
         problem = Problem(exc.status, reason, exc.reason)
         gw.reject("http", problem)
-        response = _problem_response(problem)
+        response = problem_response(problem)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
+    except Exception:  # a bug: still a counted problem+json, never aiohttp's text page
+        logger.exception("%s %s failed", request.method, request.path)
+        problem = Problem(500, "internal_error", "the gateway failed; see its log")
+        gw.reject("http", problem)
+        response = problem_response(problem)
     finally:
         gw.http_inflight -= 1
     if gw.draining:

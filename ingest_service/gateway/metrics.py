@@ -8,7 +8,7 @@ answers ``/metrics`` renders the sum over all of them. Counters and
 histograms of a worker that died stay in the sum (totals never go backwards
 when a worker is replaced); the gauges report over live workers only:
 ``gateway_registry_devices`` the largest view, ``gateway_registry_version`` the
-*oldest* version any live worker serves.
+*oldest* version any live worker serves, ``gateway_registry_stale_seconds`` the stalest.
 
 The consumer lag and freshness gauges are not among them: the answering worker
 computes those at scrape time (:mod:`ingest_service.gateway.pipeline`); only their
@@ -47,6 +47,21 @@ class GatewayMetrics:
             ["channel", "status", "reason"],
             registry=self.registry,
         )
+        self.rejection_notes = Counter(
+            "gateway_rejection_notes",
+            "Refusals of authenticated devices noted on the topic for their building's "
+            "rejected-event rate, by result (sent, or dropped: the broker unreachable or "
+            "the buffer full)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.unreadable = Counter(
+            "gateway_unreadable_requests",
+            "Bytes on the HTTP port that are not a readable HTTP request (answered with a "
+            "problem+json 4xx before routing; port scans, TLS to the plain port), by status",
+            ["status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "gateway_request_duration_seconds",
             "Time from request (or frame) received to answer sent, by channel",
@@ -60,6 +75,15 @@ class GatewayMetrics:
             ["protocol", "result"],
             registry=self.registry,
         )
+        self.connections = Gauge(
+            "gateway_open_connections",
+            "Connections open, by door (http or legacy), summed over live workers",
+            ["door"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        for door in ("http", "legacy"):
+            self.connections.labels(door)
         self.devices = Gauge(
             "gateway_registry_devices",
             "Devices in the gateway's registry view (largest over live workers)",
@@ -73,6 +97,38 @@ class GatewayMetrics:
             multiprocess_mode="livemin",
         )
         self.registry_version.set(-1)
+        self.registry_changes = Counter(
+            "gateway_registry_changes",
+            "Devices changed in the registry view by reading only what a version changed "
+            "(the table's change data feed), summed over workers",
+            registry=self.registry,
+        )
+        self.registry_resyncs = Counter(
+            "gateway_registry_resyncs",
+            "Full reloads of the registry view after the first load: versions the change "
+            "feed could not explain (vacuumed, or older than the feed)",
+            registry=self.registry,
+        )
+        self.registry_confirmations = Counter(
+            "gateway_registry_confirmations",
+            "Registry reads a door waited for before answering a device whose signature "
+            "verified but which its view refused (new, re-enabled, rotated or refused)",
+            registry=self.registry,
+        )
+        self.registry_read_errors = Counter(
+            "gateway_registry_read_errors",
+            "Registry reads that failed (the lake's store down, the table's folder gone); "
+            "meanwhile the worker serves its last view",
+            registry=self.registry,
+        )
+        self.registry_stale = Gauge(
+            "gateway_registry_stale_seconds",
+            "While registry reads fail: seconds since the last one that succeeded, updated "
+            "at each attempt (0 while they succeed); the largest over live workers",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.registry_stale.set(0)
         self.pipeline_failures = Counter(
             "workbench_metrics_failures",
             "Refreshes of the consumer lag (source=kafka) or freshness (source=lake) gauges "

@@ -67,16 +67,27 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     "400": _problem("the body is not JSON or not an event / batch"),
-                    "401": _problem("missing, malformed, badly signed or expired SAS token"),
+                    "401": _problem(
+                        "missing, malformed, badly signed or expired SAS token, or one living "
+                        "longer than WORKBENCH_SAS_MAX_TTL"
+                    ),
                     "403": _problem(
                         "unknown, disabled or de-provisioned device, or a body naming another "
                         "device"
+                    ),
+                    "408": _problem(
+                        "the body did not arrive within WORKBENCH_GATEWAY_READ_TIMEOUT; the "
+                        "connection is closed"
                     ),
                     "413": _problem("body or batch too large"),
                     "415": _problem("Content-Type is not application/json"),
                     "422": _problem("an event's ts, seq or readings are invalid"),
                     "429": _problem("too many events awaiting the broker", retry_after=True),
-                    "503": _problem("the broker is unavailable; nothing stored", retry_after=True),
+                    "503": _problem(
+                        "the broker is unavailable (nothing stored), or this worker already "
+                        "serves WORKBENCH_GATEWAY_MAX_CONNECTIONS connections",
+                        retry_after=True,
+                    ),
                 },
             }
         },

@@ -8,7 +8,7 @@ answers a scrape reads the figures itself, keeps them for
   of the topic the processors' group has not consumed (committed) yet;
 * ``workbench_consumer_end_offset{partition}`` (high watermark) and
   ``workbench_consumer_committed_offset{partition}`` (only partitions the group
-  committed) — all four from :class:`workbench.kafka.LagReader`, whose Kafka
+  committed) — all four from :class:`workbench.kafka_lag.LagReader`, whose Kafka
   clients live as long as the worker (created on its first scrape, closed when it
   stops);
 * ``workbench_freshness_seconds``: now minus the newest event reflected in
@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ingest_service.gateway.metrics import GatewayMetrics
 from workbench.config import Config
-from workbench.kafka import ConsumerLag, LagReader
+from workbench.kafka_lag import ConsumerLag, LagReader
 
 __all__ = ["KAFKA_TIMEOUT_S", "SCRAPE_WAIT_S", "PipelineMetrics"]
 

@@ -81,11 +81,11 @@ class AsyncProducer:
         if self._producer is None:
             from kafka import KafkaProducer
 
-            from workbench.kafka import no_topic_auto_creation
+            from workbench.kafka import client_settings, no_topic_auto_creation
 
             timeout_ms = int(self.config.gateway_ack_timeout * 1000)
             self._producer = KafkaProducer(
-                bootstrap_servers=self.config.bootstrap_servers,
+                **client_settings(self.config),
                 client_id="workbench-gateway",
                 # a restarted in-memory broker has no topic until 'workbench up' makes it
                 # with WORKBENCH_TOPIC_PARTITIONS; asking for it must not create it first
@@ -196,6 +196,22 @@ class AsyncProducer:
                 raise self._open_circuit(f"{type(exc).__name__}: {exc}") from None
         finally:
             self.inflight -= n
+
+    def note(self, key: bytes, value: bytes) -> bool:
+        """Hand one record to the producer and return without waiting for its ack: for
+        what the gateway tells the processor of its own accord (a refusal), never on an
+        answer's path. False (nothing sent) while the producer is not connected or its
+        circuit is open, or the buffer holds a full load of requests' events."""
+        if not self._ready or not self.healthy or self._producer is None:
+            return False
+        if self.inflight >= self.config.gateway_max_inflight:
+            return False
+        try:
+            self._producer.send(self.config.topic, key=key, value=value)
+        except Exception as exc:  # a note is best effort: the request was answered
+            logger.debug("a note to the topic was not sent: %s", exc)
+            return False
+        return True
 
     def close(self) -> None:
         """Flush and close the producer (blocking)."""

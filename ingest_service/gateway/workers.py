@@ -2,8 +2,9 @@
 
 ``python -m ingest_service gateway`` runs :func:`supervise`, which:
 
-1. binds the HTTP and legacy ports once (refused when anyone already listens on
-   them) and hands both listening sockets to every worker
+1. binds the HTTP, legacy and MQTT ports once (and MQTT over TLS's, when a certificate
+   is set and loads; refused when anyone already listens on them) and hands the
+   listening sockets to every worker
    (``WORKBENCH_GATEWAY_LISTEN_FDS``): the workers accept from one shared queue
    per port, so a worker that stops accepting leaves new connections to its
    siblings instead of dropping the ones queued for it (what per-worker
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import os
 import shutil
@@ -36,16 +36,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ingest_service.gateway.sockets import LISTEN_FDS_ENV, listen
+from ingest_service.gateway.tls import server_context
 from workbench.config import Config
-from workbench.exceptions import PortInUse
 
-__all__ = ["LISTEN_FDS_ENV", "inherited_sockets", "metrics_dir", "supervise", "worker_main"]
+__all__ = ["metrics_dir", "supervise", "worker_main"]
 
 logger = logging.getLogger(__name__)
 
-LISTEN_FDS_ENV = "WORKBENCH_GATEWAY_LISTEN_FDS"
 _PARENT_CHECK_S = 1.0
-_BACKLOG = 1024
 
 
 def metrics_dir(config: Config) -> Path:
@@ -53,46 +52,33 @@ def metrics_dir(config: Config) -> Path:
     return config.run_dir / "gateway-metrics"
 
 
-def _listen(host: str, port: int, env: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # SO_REUSEADDR: a port in TIME_WAIT is free; a listener still makes bind fail
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(
-                f"port {host}:{port} is already in use",
-                hint=f"stop the other gateway or set {env} to a free port",
-            ) from None
-        raise
-    sock.listen(_BACKLOG)
-    sock.set_inheritable(True)
-    return sock
-
-
-def inherited_sockets() -> tuple[socket.socket, socket.socket] | None:
-    """The (HTTP, legacy) listening sockets handed down by the parent, if any."""
-    fds = os.environ.get(LISTEN_FDS_ENV)
-    if not fds:
-        return None
-    http_fd, legacy_fd = (int(fd) for fd in fds.split(","))
-    return socket.socket(fileno=http_fd), socket.socket(fileno=legacy_fd)
-
-
 def supervise(config: Config) -> int:
     """Run ``config.gateway_workers`` workers until SIGTERM/SIGINT; see the module doc."""
     from prometheus_client.multiprocess import mark_process_dead
 
+    from ingest_service.translators import load_translators
     from workbench.stack.pool import WorkerPool
 
-    http = _listen(config.host, config.gateway_port, "WORKBENCH_GATEWAY_PORT")
+    # every worker loads the translator plug-ins; one that cannot be loaded stops the
+    # gateway here, once, with its name, rather than every worker in turn
+    load_translators()
+    ports = [
+        (config.gateway_port, "WORKBENCH_GATEWAY_PORT"),
+        (config.legacy_port, "WORKBENCH_LEGACY_PORT"),
+        (config.mqtt_port, "WORKBENCH_MQTT_PORT"),
+    ]
+    # a certificate that cannot be loaded stops the gateway here, in one line, not each worker
+    if server_context(config) is not None:
+        ports.append((config.mqtt_tls_port, "WORKBENCH_MQTT_TLS_PORT"))
+    sockets: list[socket.socket] = []
     try:
-        legacy = _listen(config.host, config.legacy_port, "WORKBENCH_LEGACY_PORT")
+        for port, env_name in ports:
+            sockets.append(listen(config.host, port, env_name))
     except BaseException:
-        http.close()
+        for sock in sockets:
+            sock.close()
         raise
+    fds = tuple(sock.fileno() for sock in sockets)
     folder = metrics_dir(config)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -100,15 +86,15 @@ def supervise(config: Config) -> int:
         **os.environ,
         **config.env(),
         "PROMETHEUS_MULTIPROC_DIR": str(folder),
-        LISTEN_FDS_ENV: f"{http.fileno()},{legacy.fileno()}",
+        LISTEN_FDS_ENV: ",".join(str(fd) for fd in fds),
     }
 
     def argv(slot: int) -> list[str]:
         return [sys.executable, "-m", "ingest_service.gateway.workers", "--worker", str(slot)]
 
     def close_sockets() -> None:  # workers still hold theirs until they have drained
-        http.close()
-        legacy.close()
+        for sock in sockets:
+            sock.close()
 
     pool = WorkerPool(
         "gateway",
@@ -118,7 +104,7 @@ def supervise(config: Config) -> int:
         run_dir=config.run_dir,
         drain_timeout_s=config.gateway_ack_timeout + 5,
         ready_timeout_s=config.startup_timeout,
-        pass_fds=(http.fileno(), legacy.fileno()),
+        pass_fds=fds,
         on_exit=lambda pid: mark_process_dead(pid, str(folder)),  # type: ignore[no-untyped-call]
         before_stop=close_sockets,
     )

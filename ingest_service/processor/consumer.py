@@ -6,17 +6,19 @@ member (:mod:`ingest_service.processor.fetcher`, a child process) fetches the
 next. In threads of one process they would not overlap: the member's Python side
 holds the GIL for much of its time (all of it with kafka-python, which decodes
 records in Python) and the processing thread waits for it at every return from
-polars, pyarrow or deltalake (measured: processing ran 5-10 times slower). So
-the member is a child process, and this process keeps the :class:`Processor`.
+polars, pyarrow or deltalake (docs/ingest.md has the figures). So the member is a
+child process, and this process keeps the :class:`Processor`.
 A receiver thread here reads the child's record batches into a bounded queue (at
 most ``WORKBENCH_COMMIT_MAX_EVENTS`` records wait; the child is not answered — and
 does not poll — until there is room); the processing thread takes them with
 :meth:`Poller.take` and reports each batch stored with :meth:`Poller.done`. Every
 answer to the child also says when the next take is due, and the child paces its
-fetches to it (:meth:`~ingest_service.processor.fetcher._RdkafkaMember._pause`).
+fetches to it (:meth:`~ingest_service.processor.fetcher.rdkafka.RdkafkaMember._pause`).
 
-Offsets live in the lake, not in Kafka. On a rebalance (the child asks, and
-waits for the answer inside its rebalance callback):
+Offsets live in the lake, not in Kafka, and the processor's
+:class:`~ingest_service.processor.checkpoint.Checkpoint` is the one place that says
+where each partition stands (its docstring has the protocol step by step). On a
+rebalance (the child asks, and waits for the answer inside its rebalance callback):
 
 1. *revoked*: every queued batch is discarded, and the answer waits until the
    batch being processed (if any) is committed to the lake — so a partition's
@@ -27,9 +29,9 @@ waits for the answer inside its rebalance callback):
    discarded in step 1 are simply read again).
 
 The lake counts in *lake offsets* (Kafka offset + the partition's incarnation base,
-see :class:`~ingest_service.processor.sink.Incarnation`); this is where Kafka's are
-translated: records as they arrive, the positions the child seeks to, the offsets
-it commits. A topic that was deleted and created again starts at offset 0: the
+see :class:`~ingest_service.processor.checkpoint.Incarnation`); the checkpoint
+translates Kafka's here: records as they arrive, the positions the child seeks to,
+the offsets it commits. A topic that was deleted and created again starts at offset 0: the
 processor recognises it by the topic id Kafka reports (asked afresh at every
 assignment), re-bases its partitions and has them read from the beginning. The
 child also reports a topic id change it sees in its metadata between rebalances,
@@ -52,20 +54,14 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
-
 from ingest_service.processor.decode import RecordBatch
-from ingest_service.processor.fetcher import (
-    consumer_settings,
-    read_message,
-    write_message,
-)
+from ingest_service.processor.fetcher.channel import read_message, write_message
 from ingest_service.processor.packed import Packed
 from ingest_service.processor.processor import Processor
 from workbench.config import Config
 from workbench.kafka import topic_id
 
-__all__ = ["Poller", "consumer_settings"]
+__all__ = ["Poller"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +77,7 @@ class Poller:
     def __init__(self, config: Config, processor: Processor, *, max_queued: int) -> None:
         self.config = config
         self.processor = processor
+        self.checkpoint = processor.checkpoint
         self.max_queued = max(1, max_queued)
         self.first_record_at: float | None = None
         # when (time.monotonic()) the processing thread takes its next batch; it says so,
@@ -145,11 +142,8 @@ class Poller:
         """The batch from :meth:`take` is in the lake (``last``: partition -> last lake
         offset)."""
         with self._cond:
-            for p, o in last.items():
-                incarnation = self.processor.incarnations.get(p)
-                position = -1 if incarnation is None else incarnation.kafka(o) + 1
-                if position > 0:  # not a record of an earlier incarnation
-                    self._to_commit[p] = max(position, self._to_commit.get(p, 0))
+            for p, position in self.checkpoint.kafka_positions(last).items():
+                self._to_commit[p] = max(position, self._to_commit.get(p, 0))
             self._in_flight = False
             self._cond.notify_all()
 
@@ -186,7 +180,7 @@ class Poller:
                 kind = message[0]
                 if kind == "records":
                     values, keys = Packed(*message[1:3]), Packed(*message[3:5])
-                    chunk = RecordBatch(values, keys, message[5], message[6])
+                    chunk = RecordBatch(values, keys, *message[5:8])
                     write_message(outbox, self._records(chunk))
                 elif kind == "idle":
                     write_message(outbox, self._answer())
@@ -215,7 +209,7 @@ class Poller:
     def _records(self, chunk: RecordBatch) -> tuple[dict[int, int], bool, float]:
         if self.first_record_at is None:
             self.first_record_at = time.time()
-        chunk = self._in_lake_offsets(chunk)
+        chunk = self.checkpoint.in_lake_offsets(chunk)
         with self._cond:
             self._queue.append(chunk)
             self._queued += len(chunk)
@@ -223,17 +217,6 @@ class Poller:
             while self._queued >= self.max_queued and not self._stop:
                 self._cond.wait()  # back-pressure: the member waits for this answer
         return self._answer()
-
-    def _in_lake_offsets(self, chunk: RecordBatch) -> RecordBatch:
-        bases = {p: i.base for p, i in self.processor.incarnations.items() if i.base}
-        if not bases:
-            return chunk
-        partitions = np.asarray(chunk.partitions, np.int64)
-        by_partition = np.zeros(max(max(bases), int(partitions.max())) + 1, np.int64)
-        for p, base in bases.items():
-            by_partition[p] = base
-        offsets = np.asarray(chunk.offsets, np.int64) + by_partition[partitions]
-        return RecordBatch(chunk.values, chunk.keys, chunk.partitions, offsets)
 
     def _answer(self) -> tuple[dict[int, int], bool, float]:
         with self._cond:
@@ -260,12 +243,12 @@ class Poller:
                 self._queue.clear()
                 self._queued = 0
                 now = set(assigned)
-                self.processor.revoke(set(self.processor.offsets) - now)
-                self.processor.check_topic(now, current)  # the kept ones
+                self.processor.revoke(set(self.checkpoint.offsets) - now)
+                self.checkpoint.check_topic(now, current)  # the kept ones
                 # only the new ones; kept ones keep their state
                 self.processor.assign(now, topic_id=current)
                 self.joined.set()
-                return "seek", {p: self.processor.position(p) for p in assigned}
+                return "seek", self.checkpoint.positions(assigned)
         except Exception as exc:
             logger.exception("taking over partitions %s failed", assigned)
             return "failed", f"{type(exc).__name__}: {exc}"
@@ -285,53 +268,25 @@ class Poller:
             with self._cond:
                 if not self._drained():
                     return "seek", {}
-                changed = self.processor.check_topic(list(self.processor.offsets), current)
+                changed = self.checkpoint.check_topic(list(self.checkpoint.offsets), current)
                 for p in changed:
                     self._to_commit.pop(p, None)
-                return "seek", {p: self.processor.position(p) for p in changed}
+                return "seek", self.checkpoint.positions(changed)
         except Exception as exc:
             logger.exception("checking the topic's id failed")
             return "failed", f"{type(exc).__name__}: {exc}"
 
     def _out_of_range(self, ranges: dict[int, tuple[int, int, int]]) -> tuple[str, Any]:
         """Kafka has no record at a partition's position (partition -> position, log start,
-        log end). Below the start, retention deleted records before they were stored:
-        read on from the start. Beyond the end, the log was re-created (a new topic id,
-        or none to compare) or truncated (same id): it is re-based and read from its
-        beginning, respectively from its end."""
+        log end): once every record received is stored, the checkpoint says where to read
+        on (:meth:`~ingest_service.processor.checkpoint.Checkpoint.out_of_range`)."""
         try:
             current = topic_id(self.config)
             with self._cond:
                 if not self._drained():
                     return "seek", {}
-                owned = list(self.processor.offsets)
-                changed = self.processor.check_topic(owned, current)
-                seeks = {p: self.processor.position(p) for p in changed}
-                for p, (position, start, end) in sorted(ranges.items()):
-                    if p in seeks or p not in self.processor.offsets:
-                        continue
-                    if position < start:
-                        logger.warning(
-                            "topic %s partition %d: Kafka deleted offsets %d to %d before "
-                            "they were stored (retention); those %d events are lost",
-                            self.config.topic,
-                            p,
-                            position,
-                            start - 1,
-                            start - position,
-                        )
-                        seeks[p] = start
-                        continue
-                    # a new topic id was handled above: the same id means truncation
-                    recreated = current is None
-                    seeks[p] = 0 if recreated else end
-                    self.processor.rebase(
-                        [p],
-                        topic_id=current,
-                        kafka_from=seeks[p],
-                        why=f"its log ends at {end}, before the position {position} "
-                        + ("(re-created)" if recreated else "(truncated by the broker)"),
-                    )
+                seeks, ended = self.checkpoint.out_of_range(ranges, current)
+                for p in ended:
                     self._to_commit.pop(p, None)
                 return "seek", seeks
         except Exception as exc:

@@ -34,7 +34,12 @@ from typing import Any
 
 from ingest_service.processor.consumer import Poller
 from ingest_service.processor.processor import BatchResult, Processor
+from workbench import tansu
 from workbench.config import Config
+from workbench.exceptions import WorkbenchError
+from workbench.filemodes import write_json
+from workbench.heartbeat import heartbeat_path as component_heartbeat
+from workbench.lake.tables import check_commit_safety, describe_store_error, is_store_error
 from workbench.stack.pool import WorkerPool, die_with_parent, signal_ready
 
 __all__ = ["heartbeat_path", "member_main", "run", "run_processor"]
@@ -44,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 def heartbeat_path(config: Config) -> Path:
     """The processor's heartbeat: its members' beats folded into one, for ``status``."""
-    return config.run_dir / "processor.heartbeat.json"
+    return component_heartbeat(config, "processor")
 
 
 def _members_dir(config: Config) -> Path:
@@ -63,7 +68,9 @@ def run(
     A child process polls Kafka (:class:`~ingest_service.processor.consumer.Poller`)
     while this one stores the previous batch.
     """
-    processor = Processor(config)
+    processor = _open_processor(config, stop, heartbeat)
+    if processor is None:  # stopped while the lake's store was unavailable
+        return BatchResult()
     poller = Poller(config, processor, max_queued=config.commit_max_events)
     poller.start()
     totals = BatchResult()
@@ -74,8 +81,9 @@ def run(
     try:
         batch_started = time.monotonic()
         while True:
-            # Step 1 of the protocol: a batch bounded by time and size. When storing the
-            # previous batch took longer than the interval, whatever is queued goes at once.
+            # Step 1 of a batch (Processor.process has the others): bounded by time and
+            # size. When storing the previous batch took longer than the interval, whatever
+            # is queued goes at once.
             stopping = stop.is_set()
             batch = poller.take(
                 max_events=config.commit_max_events,
@@ -87,10 +95,10 @@ def run(
             last: dict[int, int] = {}
             try:
                 if len(batch):
-                    result = processor.process(batch)
+                    result = _process(config, processor, batch)
                     last = result.last_offsets
                     processed_at = time.time()
-                    for field in ("records", "stored", "rejected", "duplicates", "late"):
+                    for field in _BATCH_COUNTS:
                         setattr(totals, field, getattr(totals, field) + getattr(result, field))
                     logger.debug("batch: %s", result)
                 if heartbeat is not None:
@@ -98,11 +106,11 @@ def run(
                         heartbeat, processor, totals, started, poller.first_record_at, processed_at
                     )
                     if poller.joined.is_set():
-                        # in the group and storing: a rolling restart may stop an old member
-                        # (Tansu's join stalls for good when a member leaves mid-join)
+                        # in the group and storing: a rolling restart may stop an old
+                        # member now without a partition going unread meanwhile
                         signal_ready()
                 due = time.monotonic() - last_maintain >= config.maintain_interval
-                if maintain and due and 0 in processor.offsets:
+                if maintain and due and 0 in processor.checkpoint.offsets:
                     # one member (the owner of partition 0) maintains; in the background
                     if maintainer is None or not maintainer.is_alive():
                         maintainer = threading.Thread(
@@ -111,16 +119,73 @@ def run(
                         maintainer.start()
                     last_maintain = time.monotonic()
             finally:
-                # Step 6: Kafka's committed offsets are for lag monitoring only.
+                # Step 6: Kafka's committed offsets are for lag monitoring only; where a
+                # partition resumes is what the lake's commits say (checkpoint.py).
                 poller.done(last)
             if stopping or (stop.is_set() and not len(batch)):
                 break  # the batch in hand when stopped is stored: leave
     finally:
-        poller.close()  # after the last lake commit: leaves the group, partitions move on
+        # after the last lake commit: leave the group; the partitions' next owner reads
+        # where they stand from the lake
+        poller.close()
         if maintainer is not None:
             maintainer.join(timeout=60)
     logger.info("processor stopped: %s", totals)
     return totals
+
+
+class LakeUnavailable(WorkbenchError):
+    """A lake commit failed because the lake's object store refused or did not answer."""
+
+
+# Back-off between a member's attempts to open the lake while its store is unavailable:
+# doubling from the first, capped so that the member's heartbeat (written at each
+# attempt) stays fresher than the 30 s after which status calls it stale.
+_OPEN_BACKOFF_S = (1.0, 15.0)
+
+
+def _open_processor(
+    config: Config, stop: threading.Event, heartbeat: Path | None
+) -> Processor | None:
+    """The member's Processor; while the lake's object store is unreachable, refuses the
+    credentials or lacks the bucket, retry with back-off, logging the reason in one line
+    and putting it in the heartbeat (``workbench status`` shows it). None when stopped
+    meanwhile. A local lake's errors (a full disk) end the member as before."""
+    delay, cap = _OPEN_BACKOFF_S
+    while not stop.is_set():
+        try:
+            return Processor(config)
+        except OSError as exc:
+            if "://" not in config.lake:
+                raise
+            reason = describe_store_error(config, exc)
+            logger.warning("lake unavailable: %s; next attempt in %.0fs", reason, delay)
+            if heartbeat is not None:
+                _beat_unavailable(heartbeat, reason)
+            stop.wait(delay)
+            delay = min(delay * 2, cap)
+    return None
+
+
+def _process(config: Config, processor: Processor, batch: Any) -> BatchResult:
+    """``processor.process(batch)``; a store error ends the member with one line: which
+    commits of the batch landed is what the lake says, so its successor starts over from
+    the lake's offsets (checkpoint.py, step 4) after waiting for the store."""
+    try:
+        return processor.process(batch)
+    except Exception as exc:
+        if "://" not in config.lake or not is_store_error(exc):
+            raise
+        raise LakeUnavailable(describe_store_error(config, exc)) from exc
+
+
+def _beat_unavailable(path: Path, reason: str) -> None:
+    write_json(
+        path,
+        {"pid": os.getpid(), "at": time.time(), "partitions": [], "lake_error": reason}
+        | dict.fromkeys(_COUNTS, 0)
+        | {"first_record_at": None, "processed_at": None},
+    )
 
 
 def _beat(
@@ -131,26 +196,25 @@ def _beat(
     first_record_at: float | None,
     processed_at: float | None,
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(
-        json.dumps(
-            {
-                "pid": os.getpid(),
-                "at": time.time(),
-                "uptime_s": round(time.monotonic() - started, 1),
-                "partitions": sorted(processor.offsets),
-                "records": totals.records,
-                "stored": totals.stored,
-                "rejected": totals.rejected,
-                "duplicates": totals.duplicates,
-                "late": totals.late,
-                "first_record_at": first_record_at,
-                "processed_at": processed_at,
-            }
-        )
+    write_json(
+        path,
+        {
+            "pid": os.getpid(),
+            "at": time.time(),
+            "uptime_s": round(time.monotonic() - started, 1),
+            "partitions": processor.checkpoint.partitions,
+            "records": totals.records,
+            "stored": totals.stored,
+            "rejected": totals.rejected,
+            "refused_at_gateway": totals.refused_at_gateway,
+            "duplicates": totals.duplicates,
+            "late": totals.late,
+            # raises over a rule's flood limit (a flapping device): counted, not raised
+            "alarms_suppressed": processor.alarms.suppressed,
+            "first_record_at": first_record_at,
+            "processed_at": processed_at,
+        },
     )
-    tmp.replace(path)
 
 
 def _maintain(config: Config) -> None:
@@ -162,7 +226,8 @@ def _maintain(config: Config) -> None:
         logger.exception("lake maintenance failed; retrying at the next interval")
 
 
-_COUNTS = ("records", "stored", "rejected", "duplicates", "late")
+_BATCH_COUNTS = ("records", "stored", "rejected", "refused_at_gateway", "duplicates", "late")
+_COUNTS = (*_BATCH_COUNTS, "alarms_suppressed")
 
 
 class _Heartbeats:
@@ -211,6 +276,8 @@ class _Heartbeats:
             "partitions": sorted({p for b in beats for p in b["partitions"]}),
             **{f: self.retired[f] + sum(int(b.get(f, 0)) for b in beats) for f in _COUNTS},
             "first_record_at": min(starts) if starts else None,
+            # a member waiting for the lake's store says why (status shows it)
+            "lake_error": next((b["lake_error"] for b in beats if b.get("lake_error")), None),
             # the latest batch any live member committed (status: recovered from a crash?)
             "processed_at": max(
                 (b["processed_at"] for b in beats if b.get("processed_at") is not None),
@@ -218,10 +285,8 @@ class _Heartbeats:
             ),
         }
         path = heartbeat_path(self.config)
-        tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(folded))
-            tmp.replace(path)
+            write_json(path, folded)
         except OSError as exc:
             # e.g. a full disk: the members keep running, status sees the heartbeat age
             if not self._unwritable:
@@ -233,6 +298,8 @@ class _Heartbeats:
 
 def run_processor(config: Config) -> int:
     """Entry point of ``python -m ingest_service process``: the parent of the members."""
+    # before any member starts: a configuration that could corrupt the log never writes
+    check_commit_safety(config, os.environ)
     holder: list[WorkerPool] = []
     beats = _Heartbeats(config, holder)
     pool = WorkerPool(
@@ -244,9 +311,7 @@ def run_processor(config: Config) -> int:
         # a member finishes its batch, commits and leaves the group
         drain_timeout_s=max(30.0, 10 * config.commit_interval),
         ready_timeout_s=config.startup_timeout,
-        # let the group settle after the new member's join before the old one leaves:
-        # Tansu wedges a group for good when a member leaves while another one joins
-        settle_s=3.0,
+        settle_s=tansu.group_settle_s(config),
         on_exit=beats.member_exited,
         tick=beats.fold,
     )
@@ -272,7 +337,11 @@ def member_main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run(config, stop=stop, heartbeat=_members_dir(config) / f"{os.getpid()}.json")
+    try:
+        run(config, stop=stop, heartbeat=_members_dir(config) / f"{os.getpid()}.json")
+    except LakeUnavailable as exc:
+        logger.error("lake commit failed: %s; this member ends, its successor resumes", exc)
+        return 3
     return 0
 
 

@@ -1,8 +1,10 @@
-"""The processor's heart: one batch of Kafka records in, lake commits out, exactly once.
+"""The processor's batch pipeline: one batch of Kafka records in, lake commits out.
 
-:meth:`Processor.process` is the commit protocol; :meth:`Processor.assign`
-is where a processor takes over partitions (on start and on every rebalance)
-and repairs what a crash may have left half-done. Kafka plumbing lives in
+:meth:`Processor.process` turns a polled batch into the lake commits of the exactly-once
+protocol (:mod:`~ingest_service.processor.checkpoint` owns the offsets those commits
+carry); :meth:`Processor.assign` is where a processor takes over partitions (on start
+and on every rebalance) and rebuilds its memory of them from the lake
+(:mod:`~ingest_service.processor.assignment`). Kafka plumbing lives in
 :mod:`ingest_service.processor.consumer`, Delta plumbing in
 :mod:`ingest_service.processor.sink`.
 """
@@ -18,10 +20,11 @@ from collections.abc import Iterable
 import polars as pl
 import pyarrow as pa
 
-from ingest_service.processor import sink
-from ingest_service.processor.decode import Limits, RecordBatch, decode
+from ingest_service.processor import assignment, sink
+from ingest_service.processor.alarms import AlarmStage
+from ingest_service.processor.checkpoint import Checkpoint
+from ingest_service.processor.decode import GATEWAY_REFUSAL, Limits, RecordBatch, decode
 from ingest_service.processor.dedup import SeenIndex
-from ingest_service.processor.sink import Incarnation, Offsets
 from ingest_service.processor.windows import (
     Clock,
     SystemClock,
@@ -29,10 +32,9 @@ from ingest_service.processor.windows import (
     mark_late,
     minute_partials,
     rolling_state,
-    watermark_time,
 )
 from workbench.config import Config
-from workbench.lake.tables import BUILDING_METRICS_1M, TELEMETRY, ensure_tables, open_table
+from workbench.lake.tables import BUILDING_METRICS_1M, ensure_tables, latest_table
 
 __all__ = ["BatchResult", "Processor"]
 
@@ -51,10 +53,12 @@ class BatchResult:
 
     records: int = 0
     stored: int = 0
-    rejected: int = 0
+    rejected: int = 0  # what the processor itself refused (duplicates among them)
+    refused_at_gateway: int = 0  # the gateway's notes of requests it refused
     duplicates: int = 0
     late: int = 0
     buildings: int = 0
+    alarms: int = 0
     last_offsets: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)
     stages_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     """Wall milliseconds of each step (decode, dedup, rejected, telemetry, metrics, state)."""
@@ -83,60 +87,62 @@ class Processor:
         self.windows = windows or TumblingWindows(grace_s=config.late_grace)
         self.limits = Limits(max_future_s=config.processor_max_future)
         self.index = SeenIndex()
-        self.offsets: dict[int, Offsets] = {}  # lake offsets
-        self.incarnations: dict[int, Incarnation] = {}
+        self.checkpoint = Checkpoint(config, self.group)  # the owned partitions' lake offsets
         self.watermarks: dict[int, dt.datetime] = {}
         self._pruned_at = self.clock.now()
         ensure_tables(config)
         # telemetry's promoted reading columns, learned from the table (see _store_telemetry)
         self.readings: dict[str, pa.DataType] = sink.reading_columns(config)
+        self.alarms = AlarmStage(config, self.checkpoint)  # the tenants' alarm rules
 
     # --- taking over partitions ----------------------------------------------------------
 
     def assign(self, partitions: Iterable[int], *, topic_id: str | None = None) -> None:
-        """Take over ``partitions`` (those not owned already); afterwards ``offsets[p].telemetry``
-        is the last lake offset stored, so reading resumes one after it
-        (:meth:`position`). ``topic_id`` is the topic's id now (None: unknown).
+        """Take over ``partitions`` (those not owned already); afterwards reading resumes
+        after the last lake offset ``telemetry`` holds
+        (:meth:`Checkpoint.position <ingest_service.processor.checkpoint.Checkpoint.position>`).
+        ``topic_id`` is the topic's id now (None: unknown).
 
-        1. read each table's last committed offset per partition (app transactions) and
-           the incarnation of the topic they were read from: when the topic has been
-           re-created since (its id differs), the new one is read from its beginning,
-           its offsets continuing in the lake after everything stored (:meth:`rebase`);
+        1. read where each partition landed in the lake, and from which incarnation of
+           the topic (:meth:`Checkpoint.take_over
+           <ingest_service.processor.checkpoint.Checkpoint.take_over>`);
         2. rebuild the dedup index and event-time watermarks from recent ``telemetry``;
         3. if ``building_metrics_1m`` lags ``telemetry`` (a crash between the two
            commits), add the missing rows, read back from ``telemetry``;
-        4. recompute ``building_state`` from the metrics (a crash may have skipped it).
+        4. recompute ``building_state`` from the metrics (a crash may have skipped it);
+        5. rebuild the alarm conditions from recent ``telemetry`` and record what a crash
+           left unrecorded (:mod:`~ingest_service.processor.alarms`).
         """
-        new = sorted(set(partitions) - set(self.offsets))
-        if not new:
-            return
         # Step 1
-        offsets = sink.committed_offsets(self.config, self.group, new)
-        self.offsets.update(offsets)
-        recorded = sink.recorded_incarnations(self.config, self.group, new)
-        for p in new:
-            self.incarnations[p] = Incarnation(recorded[p].base or 0, topic_id)
-        if topic_id is not None:
-            mark = sink.fingerprint(topic_id)
-            self.rebase(
-                [p for p in new if recorded[p].fingerprint not in (None, mark)],
-                topic_id=topic_id,
-                why=f"it was re-created since the lake last read it (topic id now {topic_id})",
-            )
+        offsets = self.checkpoint.take_over(partitions, topic_id=topic_id)
+        if not offsets:
+            return
+        new = list(offsets)
         # Step 2
-        recent = self._recent_telemetry(new)
+        recent = assignment.recent_telemetry(
+            self.config,
+            new,
+            since=self.clock.now() - dt.timedelta(seconds=self.config.dedup_window),
+            windows=self.windows,
+        )
         if len(recent):
             self.index.add(recent)
-            ends = recent.group_by("source_partition").agg(
-                watermark_time(recent.columns).max().alias("ts")
-            )
-            self.watermarks.update(zip(ends["source_partition"], ends["ts"], strict=True))
+            self.watermarks.update(assignment.watermarks(recent))
         # Step 3
-        lagging = {p: o for p, o in offsets.items() if o.metrics < o.telemetry}
+        lagging = self.checkpoint.lagging_metrics(offsets)
         if lagging:
-            self._repair_metrics(lagging)
+            assignment.repair_metrics(
+                self.config,
+                self.checkpoint,
+                lagging,
+                index=self.index,
+                windows=self.windows,
+                clock=self.clock,
+            )
         # Step 4
         self.refresh_state(buildings=None)
+        # Step 5
+        self.alarms.take_over(new, self.watermarks, now=self.clock.now())
         logger.info(
             "assigned partitions %s, resuming after lake offsets %s (dedup index: %d events)",
             new,
@@ -144,146 +150,23 @@ class Processor:
             len(self.index),
         )
 
-    def position(self, partition: int) -> int:
-        """The Kafka offset to read ``partition`` from: the one after the last stored."""
-        stored = self.incarnations[partition].kafka(self.offsets[partition].telemetry)
-        return max(0, stored + 1)
-
-    def check_topic(self, partitions: Iterable[int], topic_id: str | None) -> list[int]:
-        """Owned ``partitions`` whose topic ``topic_id`` (the id Kafka reports now) is not the
-        incarnation being read; they are re-based (:meth:`rebase`), to be read from the
-        beginning."""
-        if topic_id is None:
-            return []
-        mark = sink.fingerprint(topic_id)
-        changed = []
-        for p in sorted(set(partitions) & set(self.incarnations)):
-            current = self.incarnations[p]
-            if current.topic_id is None:  # learnt now (nothing to compare with)
-                self.incarnations[p] = dataclasses.replace(current, topic_id=topic_id)
-            elif sink.fingerprint(current.topic_id) != mark:
-                changed.append(p)
-        self.rebase(changed, topic_id=topic_id, why=f"it was re-created (topic id now {topic_id})")
-        return changed
-
-    def rebase(
-        self,
-        partitions: Iterable[int],
-        *,
-        topic_id: str | None,
-        why: str,
-        kafka_from: int = 0,
-    ) -> None:
-        """Read ``partitions`` of a new incarnation of the topic (or of a truncated log) from
-        Kafka offset ``kafka_from`` on, which becomes the lake offset after everything
-        stored: lake offsets keep growing though Kafka's start again, so the commit
-        protocol's checks (offsets at or below what a table holds are done) stay right.
-        The new base is recorded with the partition's next commits."""
-        partitions = sorted(partitions)
-        if not partitions:
-            return
-        before = {p: self.incarnations[p].base for p in partitions}
-        for p in partitions:
-            base = self.offsets[p].next - kafka_from
-            self.incarnations[p] = Incarnation(base, topic_id)
-        logger.warning(
-            "topic %s, partitions %s: %s. Reading from Kafka offset %d, stored after "
-            "what the lake holds (source_offset = Kafka offset + base; bases were %s, now "
-            "%s). Events the old log held that were not stored yet are gone with it.",
-            self.config.topic,
-            partitions,
-            why,
-            kafka_from,
-            before,
-            {p: self.incarnations[p].base for p in partitions},
-        )
-
     def revoke(self, partitions: Iterable[int]) -> None:
         """Forget ``partitions`` (their new owner rebuilds from the lake)."""
         gone = set(partitions)
         if not gone:
             return
+        self.checkpoint.forget(gone)
+        self.alarms.forget(gone)
         for p in gone:
-            self.offsets.pop(p, None)
-            self.incarnations.pop(p, None)
             self.watermarks.pop(p, None)
         self.index.forget_partitions(gone)
 
-    def _scan_telemetry(self) -> pl.LazyFrame | None:
-        table = open_table(self.config, TELEMETRY)
-        return None if table is None else pl.scan_delta(table)
-
-    def _recent_telemetry(self, partitions: list[int]) -> pl.DataFrame:
-        cutoff = self.clock.now() - dt.timedelta(seconds=self.config.dedup_window)
-        scan = self._scan_telemetry()
-        if scan is None:
-            return pl.DataFrame()
-        return (
-            scan.filter(
-                pl.col("source_partition").is_in(partitions)
-                & (pl.col("ingested_at") >= pl.lit(cutoff, _UTC_US))
-            )
-            .select(
-                "source_partition",
-                "source_offset",
-                "device_id",
-                "seq",
-                "ts",
-                "received_at",
-                "late",
-                "ingested_at",
-                window_start=self.windows.start(pl.col("ts")),
-            )
-            .collect()
-        )
-
-    def _repair_metrics(self, lagging: dict[int, Offsets]) -> None:
-        scan = self._scan_telemetry()
-        assert scan is not None
-        bounds = pl.DataFrame(
-            {
-                "source_partition": pl.Series(list(lagging), dtype=pl.Int32),
-                "_lo": [o.metrics for o in lagging.values()],
-                "_hi": [o.telemetry for o in lagging.values()],
-            }
-        )
-        rows = (
-            scan.filter(pl.col("source_partition").is_in(list(lagging)))
-            .join(bounds.lazy(), on="source_partition")
-            .filter(
-                (pl.col("source_offset") > pl.col("_lo"))
-                & (pl.col("source_offset") <= pl.col("_hi"))
-            )
-            .drop("_lo", "_hi")
-            .with_columns(window_start=self.windows.start(pl.col("ts")))
-            .sort("source_partition", "source_offset")
-            .collect()
-        )
-        before = self.index.upto({p: o.metrics for p, o in lagging.items()})
-        rows = rows.with_columns(before.new_device_mask(rows))
-        partials = minute_partials(rows.filter(~pl.col("late")))
-        target = {p: o.telemetry for p, o in lagging.items()}
-        logger.warning(
-            "building_metrics_1m lagged telemetry on partitions %s: adding %d events back",
-            sorted(lagging),
-            len(rows),
-        )
-        sink.merge_metrics(
-            self.config,
-            self.group,
-            partials,
-            target,
-            incarnations=self.incarnations,
-            now=self.clock.now(),
-        )
-        for p, o in lagging.items():
-            self.offsets[p] = dataclasses.replace(o, metrics=o.telemetry)
-
-    # --- the commit protocol ---------------------------------------------------------------
+    # --- a batch in, lake commits out -------------------------------------------------------
 
     def process(self, batch: RecordBatch) -> BatchResult:
         """Store one polled batch exactly once (step 1, polling it, is the caller's). Its
-        offsets are lake offsets (:class:`~ingest_service.processor.sink.Incarnation`).
+        offsets are lake offsets (:class:`~ingest_service.processor.checkpoint.Incarnation`);
+        the offsets the commits carry come from, and go back to, :attr:`checkpoint`.
 
         2. decode and validate, vectorized: accepted rows and rejected rows;
         3. move duplicates of ``(device_id, seq)`` — within the batch or in the
@@ -295,17 +178,22 @@ class Processor:
            is the point of no return: a restart resumes after it); when a reading
            was promoted to a column since the batch was decoded, the accepted rows'
            readings are split again for the table's columns and the commit redone;
-        5. merge the on-time rows' building-minute sums and counts into
+        5. evaluate the tenants' alarm rules on the on-time rows, and their buildings'
+           rejected-event rates on the committed refusals, and record what they raise
+           and end in ``alarms`` (same app transactions;
+           :mod:`~ingest_service.processor.alarms`) — before the aggregates, so an
+           emergency does not wait for the dashboards' minute rows;
+        6. merge the on-time rows' building-minute sums and counts into
            ``building_metrics_1m`` (same app transactions), then recompute
            ``building_state`` for the buildings touched;
-        6. remember what was stored (index, watermarks, offsets); the caller then
+        7. remember what was stored (index, watermarks, offsets); the caller then
            commits the Kafka offsets, for lag monitoring only.
 
         A crash between the telemetry and metrics commits is repaired by
         :meth:`assign` from ``telemetry``; a crash before the telemetry commit
         replays the batch, skipping rejected rows already committed.
         """
-        batch = self._not_yet_stored(batch)
+        batch = self.checkpoint.not_yet_stored(batch)
         result = BatchResult(records=len(batch))
         if not len(batch):
             return result
@@ -323,26 +211,20 @@ class Processor:
         accepted = accepted.with_columns(self.index.new_device_mask(accepted))
         if len(dups):
             rejected = pl.concat([rejected, self._duplicates(dups, batch)], how="vertical_relaxed")
-        ends = (
-            pl.DataFrame({"p": batch.partitions, "o": batch.offsets})
-            .group_by("p")
-            .agg(pl.col("o").max())
-        )
-        last: dict[int, int] = dict(zip(ends["p"].to_list(), ends["o"].to_list(), strict=True))
+        last = self.checkpoint.last_offsets(batch)
         mark = result.timed("dedup", mark)
         # Step 4
-        rejected = self._not_yet_rejected(rejected)
+        rejected = self.checkpoint.not_yet_rejected(rejected)
         if len(rejected):
             sink.write_rejected(
                 self.config,
-                self.group,
                 rejected.with_columns(
                     source_topic=pl.lit(self.config.topic),
                     rejected_at=pl.lit(now, _UTC_US),
                     rejected_date=pl.lit(now.date(), pl.Date),
                 ),
                 last,
-                incarnations=self.incarnations,
+                checkpoint=self.checkpoint,
             )
         mark = result.timed("rejected", mark)
         stored = accepted.with_columns(
@@ -350,35 +232,33 @@ class Processor:
         )
         stored = self._store_telemetry(stored, batch, last, now=now)
         mark = result.timed("telemetry", mark)
-        # Step 5
+        # Step 5: before the aggregates, so that an alarm never waits for them
         on_time = stored.filter(~pl.col("late"))
+        if len(on_time) or len(rejected):
+            result.alarms = self.alarms.process(on_time, last, now=now, refusals=rejected)
+            mark = result.timed("alarms", mark)
+        # Step 6
         if len(on_time):
             partials = minute_partials(on_time)
-            sink.merge_metrics(
-                self.config, self.group, partials, last, incarnations=self.incarnations, now=now
-            )
+            sink.merge_metrics(self.config, partials, last, checkpoint=self.checkpoint, now=now)
             mark = result.timed("metrics", mark)
             earliest = partials["window_start"].min()
             assert isinstance(earliest, dt.datetime)
             self.refresh_state(buildings=partials["building_id"].unique().to_list(), since=earliest)
             mark = result.timed("state", mark)
             result.buildings = partials["building_id"].n_unique()
-        # Step 6
+        # Step 7
         self.index.add(stored)
         if now - self._pruned_at >= _PRUNE_EVERY:
             self.index.prune(now - dt.timedelta(seconds=self.config.dedup_window))
             self._pruned_at = now
         self.watermarks = watermarks
-        for p, o in last.items():
-            old = self.offsets.get(p, Offsets(-1, -1, -1))
-            self.offsets[p] = Offsets(
-                telemetry=o,
-                rejected=max(o, old.rejected),
-                metrics=o if len(on_time) else old.metrics,
-            )
+        self.checkpoint.stored(last, metrics=bool(len(on_time)))
         result.last_offsets = last
         result.stored = len(stored)
-        result.rejected = len(rejected)
+        noted = rejected["reason"].str.starts_with(GATEWAY_REFUSAL).sum() if len(rejected) else 0
+        result.rejected = len(rejected) - int(noted)
+        result.refused_at_gateway = int(noted)
         result.duplicates = len(dups)
         result.late = len(stored) - len(on_time)
         return result
@@ -397,12 +277,7 @@ class Processor:
         for _ in range(_SCHEMA_RETRIES):
             try:
                 sink.write_telemetry(
-                    self.config,
-                    self.group,
-                    stored,
-                    last,
-                    incarnations=self.incarnations,
-                    readings=self.readings,
+                    self.config, stored, last, checkpoint=self.checkpoint, readings=self.readings
                 )
                 return stored
             except sink.SchemaChanged as change:
@@ -433,42 +308,6 @@ class Processor:
             again.select(*keys, "extra", *self.readings), on=keys, how="left"
         )
 
-    def _not_yet_stored(self, batch: RecordBatch) -> RecordBatch:
-        """``batch`` without records of partitions this processor does not own, without
-        records at or below the offset ``telemetry`` holds for their partition, and
-        without a second copy of one record: whatever delivers a record again or too
-        late (a stale seek, a poll spanning a rebalance, a client or broker quirk), it is
-        stored once, and only by the partition's owner."""
-        done = {p: o.telemetry for p, o in self.offsets.items()}
-        frame = pl.DataFrame(
-            {
-                "p": pl.Series(batch.partitions, dtype=pl.Int32),
-                "o": pl.Series(batch.offsets, dtype=pl.Int64),
-            }
-        )
-        owned = pl.col("p").is_in(list(done))
-        keep = frame.select(
-            owned
-            & (pl.col("o") > pl.col("p").replace_strict(done, default=-1, return_dtype=pl.Int64))
-            & pl.struct("p", "o").is_first_distinct()
-        ).to_series()
-        if keep.all():
-            return batch
-        foreign = frame.filter(~owned)
-        if len(foreign):
-            logger.warning(
-                "skipping %d records of partitions not owned here: %s",
-                len(foreign),
-                sorted(foreign["p"].unique().to_list()),
-            )
-        again = len(keep) - int(keep.sum()) - len(foreign)
-        if again:
-            logger.warning(
-                "skipping %d records delivered again (already stored, or twice in one batch)",
-                again,
-            )
-        return batch.compress(keep.to_list())
-
     @staticmethod
     def _duplicates(dups: pl.DataFrame, batch: RecordBatch) -> pl.DataFrame:
         """Duplicate rows in the rejected table's shape, with their raw payload."""
@@ -488,20 +327,10 @@ class Processor:
             seq="seq",
             source_partition="source_partition",
             source_offset="source_offset",
-        )
-
-    def _not_yet_rejected(self, rejected: pl.DataFrame) -> pl.DataFrame:
-        """Rejected rows a crashed predecessor did not commit already."""
-        done = pl.DataFrame(
-            {
-                "source_partition": pl.Series(list(self.offsets), dtype=pl.Int32),
-                "_done": pl.Series([o.rejected for o in self.offsets.values()], dtype=pl.Int64),
-            }
-        )
-        return (
-            rejected.join(done, on="source_partition", how="left")
-            .filter(pl.col("source_offset") > pl.col("_done").fill_null(-1))
-            .drop("_done")
+            # a retry is not a bad event: duplicates count against no building
+            tenant_id=pl.lit(None, pl.String),
+            building_id=pl.lit(None, pl.String),
+            received_at=pl.lit(None, _UTC_US),
         )
 
     def refresh_state(
@@ -510,7 +339,7 @@ class Processor:
         """Recompute ``building_state`` for ``buildings`` (None: every building active in
         the last day of metrics) from ``building_metrics_1m``; ``since`` is the earliest
         window that changed."""
-        table = sink.latest_table(self.config, BUILDING_METRICS_1M)
+        table = latest_table(self.config, BUILDING_METRICS_1M)
         if table is None:
             return
         version = int(table.version())

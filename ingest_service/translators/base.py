@@ -1,10 +1,13 @@
 """The translator plug-in interface of the legacy TCP adapter.
 
 A translator turns one legacy protocol's frames into canonical readings. Adding
-a protocol is adding one module to :mod:`ingest_service.translators` that
-defines ``TRANSLATOR = MyTranslator()``:
+a protocol is one module, in any installed distribution, that defines
+``TRANSLATOR = MyTranslator()``, and one entry point naming it in the
+``workbench.translators`` group (``name = "module:TRANSLATOR"``, see
+:mod:`workbench.plugins`); the translator has:
 
-* ``name`` — the protocol name devices are provisioned with (``--protocol NAME``);
+* ``name`` — the protocol name devices are provisioned with (``--protocol NAME``),
+  also the entry point's name;
 * ``first_byte`` — the first byte of every frame of the protocol; the adapter
   reads one byte and hands the connection to the translator that claims it,
   frame by frame (so it must differ between translators);

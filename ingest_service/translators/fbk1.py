@@ -1,4 +1,4 @@
-"""FBK1, the reference legacy line protocol (DESIGN.md §6).
+"""FBK1, the reference legacy line protocol (docs/gateway.md).
 
 One ASCII line per reading::
 

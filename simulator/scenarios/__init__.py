@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from simulator.scenarios.base import SCENARIOS, Scenario, parse_scenarios
+from simulator.scenarios.base import GROUP, Scenario, load_scenario, parse_scenarios, scenario_names
 
-__all__ = ["SCENARIOS", "Scenario", "parse_scenarios"]
+__all__ = ["GROUP", "Scenario", "load_scenario", "parse_scenarios", "scenario_names"]

@@ -1,4 +1,8 @@
-"""The built-in scenarios. Each class docstring says what a dashboard should show."""
+"""The built-in scenarios. Each class docstring says what a dashboard should show.
+
+Each is declared in the ``workbench.scenarios`` entry-point group of this project's
+``pyproject.toml``, as another distribution would declare its own.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import numpy.typing as npt
 import polars as pl
 
 from simulator.fleet import Fleet, TickContext
-from simulator.scenarios.base import Scenario, scenario
+from simulator.scenarios.base import Scenario
 
 __all__ = [
     "Burst",
@@ -47,7 +51,6 @@ def _share(
     return np.sort(rng.choice(pool, size=min(k, len(pool)), replace=False))
 
 
-@scenario
 class Normal(Scenario):
     """Nothing unusual: daily temperature and light cycles, occupancy, drift and noise."""
 
@@ -62,7 +65,6 @@ class Normal(Scenario):
         return frame
 
 
-@scenario
 @dataclasses.dataclass
 class Heatwave(Scenario):
     """One building overheats: +3 °C at once, climbing towards +12 °C (10-minute time
@@ -96,7 +98,6 @@ class Heatwave(Scenario):
         )
 
 
-@scenario
 @dataclasses.dataclass(eq=False)
 class Fire(Scenario):
     """A fire starts in one room of one floor: the smoke detector nearest the origin
@@ -159,7 +160,6 @@ class Fire(Scenario):
         ).drop("rank")
 
 
-@scenario
 @dataclasses.dataclass(eq=False)
 class Intrusion(Scenario):
     """An intruder walks through one building: its intrusion sensors trip one after
@@ -216,7 +216,6 @@ class Intrusion(Scenario):
         ).drop("rank")
 
 
-@scenario
 @dataclasses.dataclass(eq=False)
 class FaultySensors(Scenario):
     """A share of environment sensors misbehave, a third each way: stuck (the same
@@ -273,7 +272,6 @@ class FaultySensors(Scenario):
         ).drop("mode", "stuck_t")
 
 
-@scenario
 @dataclasses.dataclass(eq=False)
 class LateAndDuplicate(Scenario):
     """Clock skew, late delivery and resends: ``skew_share`` of devices run their
@@ -325,7 +323,6 @@ class LateAndDuplicate(Scenario):
         return pl.concat([frame, dups]).sort("send", maintain_order=True)
 
 
-@scenario
 @dataclasses.dataclass(eq=False)
 class Unprovisioned(Scenario):
     """``share`` of devices were never provisioned: they hold no credentials (the
@@ -353,7 +350,6 @@ class Unprovisioned(Scenario):
         )
 
 
-@scenario
 @dataclasses.dataclass(eq=False)
 class DeprovisionDuringRun(Scenario):
     """From tick ``after_ticks`` on, ``share`` of devices are de-provisioned (by the
@@ -385,7 +381,6 @@ class DeprovisionDuringRun(Scenario):
         )
 
 
-@scenario
 @dataclasses.dataclass(eq=False)
 class Burst(Scenario):
     """Every ``every``-th tick (starting with the second), every device fires at the

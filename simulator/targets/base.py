@@ -1,4 +1,12 @@
-"""What a sending target is: where the simulator's events go, and the counters it keeps."""
+"""What a sending target is: where the simulator's events go, and the counters it keeps.
+
+Targets are plug-ins of the ``workbench.sim_targets`` entry-point group
+(:mod:`workbench.plugins`): the entry point names a callable, usually the
+:class:`Target` subclass itself, that :func:`simulator.run.make_target` calls as
+``factory(fleet, config, options)`` with the run's :class:`~simulator.run.RunOptions`.
+The built-ins, ``gateway`` and ``kafka``, are declared in this project's
+``pyproject.toml`` the same way.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,11 @@ from collections import Counter
 import polars as pl
 
 from simulator.fleet import Fleet
+from workbench import plugins
 
-__all__ = ["Stats", "Target"]
+__all__ = ["GROUP", "Stats", "Target", "target_names"]
+
+GROUP = "workbench.sim_targets"
 
 
 @dataclasses.dataclass
@@ -50,3 +61,8 @@ class Target(abc.ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections; called once, after the last flush."""
+
+
+def target_names() -> tuple[str, ...]:
+    """The installed targets' names, sorted (nothing is imported)."""
+    return plugins.names(GROUP)

@@ -109,7 +109,7 @@ class GatewayTarget(Target):
         # the gateway answers a connection's pipelined requests one after the other, and
         # each waits for its Kafka batch (WORKBENCH_GATEWAY_LINGER_MS): a tick's events
         # (the seed's 167 per 0.1 s) go out over enough connections to take about two
-        # round trips, so the devices keep real time (32 connections fell behind at 20 ms)
+        # round trips, so the devices keep real time even at a 20 ms linger (docs/simulator.md)
         connections: int = 128,
         depth: int = 16,
         legacy_connections: int = 8,

@@ -17,6 +17,7 @@ from simulator.fleet import STATUS, Fleet
 from simulator.targets.base import Target
 from workbench.config import Config
 from workbench.exceptions import SimulatorError
+from workbench.kafka import client_settings
 
 __all__ = ["KafkaTarget"]
 
@@ -28,7 +29,7 @@ class KafkaTarget(Target):
 
     name = "kafka"
 
-    def __init__(self, fleet: Fleet, config: Config) -> None:
+    def __init__(self, fleet: Fleet, config: Config, options: object = None) -> None:
         super().__init__(fleet)
         self.config = config
         self._producer: Any = None
@@ -40,7 +41,7 @@ class KafkaTarget(Target):
 
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=self.config.bootstrap_servers,
+                **client_settings(self.config),
                 acks="all",
                 linger_ms=20,
                 batch_size=512 * 1024,

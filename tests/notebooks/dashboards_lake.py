@@ -4,11 +4,14 @@ by the real pipeline, in a kernel whose environment names that lake."""
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 import papermill as pm
 
 ROOT = Path(__file__).resolve().parents[2]
+# the served pages and report notebooks, where the installed package keeps them
+PACKAGED = Path(str(resources.files("workbench.dashboards") / "notebooks"))
 
 
 def execute(notebook: Path, out: Path, env: dict[str, str], **parameters: object) -> None:

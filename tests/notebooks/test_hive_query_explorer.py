@@ -9,7 +9,8 @@ import papermill as pm
 import polars as pl
 import pytest
 
-from tests.ingest_service.hiveserver2.lake import USERS, make_lake, running_server
+from tests.conftest import free_port
+from tests.workbench.query.hiveserver2.lake import USERS, make_lake, running_server
 from workbench.lake.tables import table_uri
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "hive_query_explorer.ipynb"
@@ -17,21 +18,20 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "hive_query_explo
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_explorer_runs_under_papermill(tmp_path):
+def test_explorer_runs_under_papermill_with_its_connection_from_the_environment(
+    tmp_path, monkeypatch
+):
     lake = make_lake(tmp_path / "home")
     out_dir = tmp_path / "downloads"
     with running_server(lake.config) as server:
+        # no connection parameters: the analyst's environment names the port and the user
+        monkeypatch.setenv("WORKBENCH_HIVE_PORT", str(server.port))
+        monkeypatch.setenv("WORKBENCH_USER", "ann")
+        monkeypatch.setenv("WORKBENCH_PASSWORD", USERS["ann"][2])
         pm.execute_notebook(
             str(NOTEBOOK),
             str(tmp_path / "out.ipynb"),
-            parameters={
-                "host": "127.0.0.1",
-                "port": server.port,
-                "user": "ann",
-                "password": USERS["ann"][2],
-                "example": "daily averages per building",
-                "output_dir": str(out_dir),
-            },
+            parameters={"example": "daily averages per building", "output_dir": str(out_dir)},
             cwd=str(tmp_path),
             kernel_name="python3",
         )
@@ -48,3 +48,23 @@ def test_explorer_runs_under_papermill(tmp_path):
         == expected.select("building_id", "events").rows()
     )
     assert pl.read_parquet(out_dir / "hive_result.parquet").height == got.height
+    shown = (tmp_path / "out.ipynb").read_text()
+    assert "connected to 127.0.0.1:" in shown and "as ann" in shown
+    # the result and the history as tables for people, not polars' frame reprs
+    assert "wb-report-table" in shown and "shape: (" not in shown
+
+
+def test_a_wrong_port_is_one_line_saying_so_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_USER", "ann")
+    monkeypatch.setenv("WORKBENCH_PASSWORD", "any")
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(
+            str(NOTEBOOK),
+            str(tmp_path / "out.ipynb"),
+            parameters={"port": free_port()},  # nothing listens there
+            cwd=str(tmp_path),
+            kernel_name="python3",
+        )
+    assert err.value.ename == "QueryUnavailable"
+    assert "is not reachable" in err.value.evalue and "WORKBENCH_HIVE_PORT" in err.value.evalue
+    assert len(err.value.traceback) == 1, err.value.traceback  # the message, no frames

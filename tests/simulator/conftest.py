@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from proving.processes import stop_process
 from tests.conftest import isolated_env
 from workbench.config import Config
+from workbench.kafka import external_env
 
 
 @contextlib.contextmanager
@@ -39,19 +41,14 @@ def gateway_process(env: dict[str, str], log_path: Path) -> Iterator[Config]:
                     time.sleep(0.2)
             yield config
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout_s=15)
 
 
 def gateway_env(home: Path, kafka: Config, **overrides: str) -> dict[str, str]:
     """An isolated environment whose gateway produces to ``kafka``'s broker and topic."""
     return isolated_env(
         home,
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        **external_env(kafka),
         WORKBENCH_TOPIC=kafka.topic,
         WORKBENCH_REGISTRY_POLL="0.3",
         WORKBENCH_LOG_LEVEL="WARNING",

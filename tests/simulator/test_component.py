@@ -1,4 +1,4 @@
-"""The ``simulator`` component of ``workbench up`` and the benchmark verbs."""
+"""The ``simulator`` component of ``workbench up``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import isolated_env, run_cli
+from tests.conftest import isolated_env
 from workbench.config import Config
+from workbench.kafka import external_env
 from workbench.stack import supervisor
-from workbench.stack.base import UpOptions, registered
+from workbench.stack.base import UpOptions
+from workbench.stack.components import registered
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +35,7 @@ def test_simulator_is_the_last_component_and_on_by_default():
 def test_up_starts_the_simulator_sending_through_the_gateway(kafka_config: Config, tmp_path: Path):
     env = isolated_env(
         tmp_path / "home",
-        KAFKA_BOOTSTRAP_SERVERS=kafka_config.bootstrap_servers,
+        **external_env(kafka_config),
         WORKBENCH_TOPIC=kafka_config.topic,
         WORKBENCH_REGISTRY_POLL="0.3",
     )
@@ -59,36 +61,3 @@ def test_up_starts_the_simulator_sending_through_the_gateway(kafka_config: Confi
     finally:
         supervisor.down(config)
     assert json.loads((config.run_dir / "simulator.status.json").read_text())["state"] == "done"
-
-
-def test_bench_prints_a_table_and_appends_a_result(tmp_path: Path):
-    env = isolated_env(tmp_path / "home")
-    done = run_cli(env, "bench", "simulator", "--devices", "3000", "--ticks", "2")
-    assert done.returncode == 0, done.stderr
-    assert "generator share of a core at 1 event/60s" in done.stdout
-    lines = (tmp_path / "home" / "bench" / "results.jsonl").read_text().splitlines()
-    result = json.loads(lines[-1])
-    assert result["bench"] == "simulator" and result["figures"]["devices"] == 3000
-    assert result["figures"]["generate_cpu_s"] > 0
-
-
-def test_bench_send_to_kafka(kafka_config: Config, tmp_path: Path):
-    env = isolated_env(
-        tmp_path / "home",
-        KAFKA_BOOTSTRAP_SERVERS=kafka_config.bootstrap_servers,
-        WORKBENCH_TOPIC=kafka_config.topic,
-    )
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "simulator", "bench", "--devices", "2000", "--ticks", "2",
-         "--interval", "10", "--send", "kafka", "--speedup", "20"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(
-        (tmp_path / "home" / "bench" / "results.jsonl").read_text().splitlines()[-1]
-    )["figures"]
-    assert figures["send_events"] == 4000 and figures["send_failed"] == 0
-    assert "send to kafka: share of a core" in done.stdout

@@ -14,12 +14,13 @@ from kafka import KafkaConsumer, TopicPartition
 from simulator.run import RunOptions, run
 from workbench.config import Config
 from workbench.exceptions import SimulatorError
+from workbench.kafka import client_settings, external_env
 
 pytestmark = pytest.mark.integration
 
 
 def read_topic(config: Config, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, bytes]]:
-    consumer = KafkaConsumer(bootstrap_servers=config.bootstrap_servers, consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(**client_settings(config), consumer_timeout_ms=3000)
     try:
         partitions = [
             TopicPartition(config.topic, p) for p in consumer.partitions_for_topic(config.topic)
@@ -92,7 +93,7 @@ def test_duration_stops_and_bad_options_fail(kafka_config: Config):
 def test_cli_run_json_summary(kafka_config: Config, tmp_path: Path):
     env = {
         "WORKBENCH_HOME": str(tmp_path / "home"),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_config.bootstrap_servers,
+        **external_env(kafka_config),
         "WORKBENCH_TOPIC": kafka_config.topic,
         "PATH": "/usr/bin:/bin",
     }

@@ -55,6 +55,11 @@ def test_config_is_frozen():
         ("WORKBENCH_STARTUP_TIMEOUT", "-1", "positive"),
         ("KAFKA_BOOTSTRAP_SERVERS", "no-port-here", "host:port"),
         ("WORKBENCH_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+        ("WORKBENCH_HIVE_ENGINE", "hive", "duckdb (embedded) or spark"),
+        ("WORKBENCH_SPARK_MASTER", "local[0]", "local[N], local[*], spark://host:port"),
+        ("WORKBENCH_SPARK_MASTER", "spark://no-port", "local[N], local[*], spark://host:port"),
+        ("WORKBENCH_SPARK_MASTER", "sc://h:port", "a Spark Connect URL sc://host:port"),
+        ("WORKBENCH_SPARK_MASTER", "sc://h:15002/;session_id=x", "a Spark Connect URL"),
     ],
 )
 def test_invalid_values_name_variable_value_and_fix(var: str, value: str, expected: str):
@@ -78,3 +83,88 @@ def test_settings_help_lists_every_variable_with_its_default():
     for field in dataclasses.fields(Config):
         assert field.metadata["setting"].env in text
     assert "events  [telemetry]" in text
+
+
+def test_external_kafka_security_reaches_both_client_libraries():
+    from workbench.kafka import client_settings, rdkafka_client_settings
+
+    cfg = Config.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "k1:9093",
+            "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "KAFKA_SASL_MECHANISM": "scram-sha-512",
+            "KAFKA_SASL_USERNAME": "ingest",
+            "KAFKA_SASL_PASSWORD": "s3cret",
+            "KAFKA_SSL_CAFILE": "/etc/ca.pem",
+        }
+    )
+    assert client_settings(cfg) == {
+        "bootstrap_servers": "k1:9093",
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "ingest",
+        "sasl_plain_password": "s3cret",
+        "ssl_cafile": "/etc/ca.pem",
+    }
+    assert rdkafka_client_settings(cfg) == {
+        "bootstrap.servers": "k1:9093",
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "ingest",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
+
+
+def test_a_sasl_user_alone_means_sasl_plain_and_plaintext_means_no_sasl(tmp_path: Path):
+    from workbench.kafka import kafka_security
+
+    user_only = Config.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "k1:9092",
+            "KAFKA_SASL_USERNAME": "u",
+            "KAFKA_SASL_PASSWORD": "p",
+        }
+    )
+    assert (kafka_security(user_only).protocol, kafka_security(user_only).mechanism) == (
+        "SASL_PLAINTEXT",
+        "PLAIN",
+    )
+    plain = Config.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k1:9092"})
+    assert kafka_security(plain).protocol == "PLAINTEXT" and not kafka_security(plain).mechanism
+    home = tmp_path / "home"
+    tansu = Config.from_env({"WORKBENCH_HOME": str(home), "WORKBENCH_BROKER": "tansu"})
+    assert kafka_security(tansu).protocol == "PLAINTEXT"
+    assert not home.exists()  # no password file is made either
+
+
+def test_a_refused_spark_connect_url_does_not_echo_its_token():
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"WORKBENCH_SPARK_MASTER": "sc://h:1/;token=s3cret;session_id=x"})
+    assert "s3cret" not in str(caught.value)
+    assert ";token=…;session_id=x" in str(caught.value)
+
+
+def test_an_unknown_kafka_security_protocol_names_the_choices():
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"KAFKA_SECURITY_PROTOCOL": "TLS"})
+    assert "invalid KAFKA_SECURITY_PROTOCOL='TLS': expected PLAINTEXT or SASL_PLAINTEXT" in str(
+        caught.value
+    )
+
+
+@pytest.mark.parametrize(
+    "master",
+    [
+        "local",
+        "local[2]",
+        "local[*]",
+        "spark://10.0.0.5:7077,10.0.0.6:7077",
+        "yarn",
+        "sc://localhost:15002",
+        "sc://spark.example.com:443/;use_ssl=true;token=abc",
+    ],
+)
+def test_spark_masters_are_accepted(master: str):
+    config = Config.from_env({"WORKBENCH_HIVE_ENGINE": "Spark", "WORKBENCH_SPARK_MASTER": master})
+    assert (config.hive_engine, config.spark_master) == ("spark", master)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
+
+from tests.doctests import assert_examples_pass
 
 MODULES = [
     "workbench.config",
+    "workbench.hub.accounts",
+    "workbench.hub.failures",
+    "workbench.hub.kernel",
     "workbench.events",
-    "workbench.kafka",
+    "workbench.kafka_lag",
+    "workbench.lake.maintain",
     "workbench.lake.read",
-    "workbench.ops.broker_bench",
     "workbench.tenancy.principal",
     "workbench.tenancy.passwords",
 ]
@@ -20,6 +22,4 @@ MODULES = [
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0
-    assert result.failed == 0
+    assert_examples_pass(name)

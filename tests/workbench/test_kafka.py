@@ -10,22 +10,17 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from tests.conftest import free_port
+from tests.conftest import free_port, fresh_topic
 from workbench.config import Config
 from workbench.exceptions import LagUnavailable
-from workbench.kafka import (
-    LagReader,
-    PartitionLag,
-    consumer_lag,
-    ensure_topic,
-    no_topic_auto_creation,
-    topic_id,
-)
+from workbench.kafka import client_settings, ensure_topic, no_topic_auto_creation, topic_id
+from workbench.kafka_lag import LagReader, PartitionLag, consumer_lag
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +31,7 @@ COUNTS = {0: 13, 1: 0, 2: 40, 3: 7, 4: 1, 5: 22, 6: 0, 7: 5}
 def produce(config: Config, counts: dict[int, int]) -> None:
     """``counts[p]`` records to partition ``p``, batched the way the gateway batches."""
     producer = KafkaProducer(
-        bootstrap_servers=config.bootstrap_servers, acks="all", linger_ms=20, batch_size=1 << 20
+        **client_settings(config), acks="all", linger_ms=20, batch_size=1 << 20
     )
     try:
         for partition, n in counts.items():
@@ -50,7 +45,7 @@ def produce(config: Config, counts: dict[int, int]) -> None:
 def commit(config: Config, offsets: dict[int, int]) -> None:
     """Commit ``offsets`` (partition -> next offset) for the config's processor group."""
     consumer = KafkaConsumer(
-        bootstrap_servers=config.bootstrap_servers,
+        **client_settings(config),
         group_id=config.processor_group,
         enable_auto_commit=False,
     )
@@ -65,11 +60,16 @@ def commit(config: Config, offsets: dict[int, int]) -> None:
         consumer.close()
 
 
-@pytest.fixture
-def lag_config(kafka_config: Config) -> Config:
-    """A fresh topic and a fresh group."""
-    assert kafka_config.topic_partitions == len(COUNTS)
-    return dataclasses.replace(kafka_config, processor_group=f"g-{uuid.uuid4().hex[:8]}")
+@pytest.fixture(params=["session", "tansu"])
+def lag_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """A fresh topic and a fresh group, on the session's broker and on Tansu (whose end
+    offsets the lag reader takes from fetch answers: workbench.tansu)."""
+    broker = request.getfixturevalue(
+        "broker_config" if request.param == "session" else "tansu_broker_config"
+    )
+    config = fresh_topic(broker, tmp_path)
+    assert config.topic_partitions == len(COUNTS)
+    return dataclasses.replace(config, processor_group=f"g-{uuid.uuid4().hex[:8]}")
 
 
 def test_lag_per_partition_before_and_after_commits(lag_config: Config):
@@ -171,24 +171,20 @@ def test_a_client_made_not_to_auto_create_leaves_a_missing_topic_missing(
     from kafka.errors import KafkaTimeoutError
 
     missing = f"missing-{uuid.uuid4().hex[:8]}"
-    servers = lag_config.bootstrap_servers
+    client = client_settings(lag_config)
     if kind == "producer":
         producer = no_topic_auto_creation(
-            KafkaProducer(
-                bootstrap_servers=servers, allow_auto_create_topics=False, max_block_ms=1500
-            )
+            KafkaProducer(**client, allow_auto_create_topics=False, max_block_ms=1500)
         )
         with pytest.raises(KafkaTimeoutError):
             producer.send(missing, b"x").get(timeout=5)
         producer.close(timeout=0)
     else:
-        consumer = no_topic_auto_creation(
-            KafkaConsumer(bootstrap_servers=servers, allow_auto_create_topics=False)
-        )
+        consumer = no_topic_auto_creation(KafkaConsumer(**client, allow_auto_create_topics=False))
         consumer.subscribe([missing])
         consumer.poll(timeout_ms=1500)
         consumer.close()
-    admin = KafkaAdminClient(bootstrap_servers=servers)
+    admin = KafkaAdminClient(**client)
     try:
         assert missing not in admin.list_topics()
     finally:

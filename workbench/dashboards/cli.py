@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.cli import ArgumentParser, Verb, say
+from workbench.cli import Verb, say, verb_group
 from workbench.config import Config
 from workbench.dashboards.data import DataStore
 from workbench.dashboards.reports import run_daily_report
@@ -32,14 +32,13 @@ def _cmd_daily(config: Config, args: argparse.Namespace) -> int:
 
 def register(verb: Verb) -> None:
     """Add the ``report`` group."""
-    p = verb("report", None, "parameterized report notebooks run by papermill, as HTML")
-    sub = p.add_subparsers(dest="report_command", metavar="COMMAND", parser_class=ArgumentParser)
-    sub.required = True
+    sub = verb_group(verb, "report", "parameterized report notebooks run by papermill, as HTML")
     d = sub.add_parser(
         "daily",
         help="one building's day: comfort, alarms, completeness per device",
-        description="Execute notebooks/reports/daily_building_report.ipynb with papermill and "
-        "convert it to HTML; prints the HTML's path.",
+        description="Execute the daily_building_report.ipynb report notebook (installed with "
+        "the workbench, or from $WORKBENCH_REPORTS_DIR) with papermill and convert it to "
+        "HTML; prints the HTML's path.",
     )
     d.add_argument("--building", required=True, help="building id")
     d.add_argument("--date", required=True, help="the day (UTC), YYYY-MM-DD")

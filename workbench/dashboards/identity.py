@@ -34,8 +34,10 @@ from workbench.tenancy import Principal, UserStore
 __all__ = [
     "IDENTITY_ENV",
     "IDENTITY_HEADER",
+    "SESSION_COOKIE",
+    "cookie_principal",
+    "cookie_user",
     "load_dashboard_secret",
-    "request_parameter",
     "session_principal",
     "sign_identity",
     "verify_identity",
@@ -43,6 +45,8 @@ __all__ = [
 
 IDENTITY_HEADER = "X-Workbench-Identity"
 IDENTITY_ENV = "HTTP_X_WORKBENCH_IDENTITY"
+# The login both dashboard servers (Panel and Voila, same host) accept: ``user|expiry|HMAC``.
+SESSION_COOKIE = "wb_session"
 # Voila puts these into every kernel it starts; their presence means "served by Voila".
 _VOILA_ENV = ("VOILA_BASE_URL", "VOILA_REQUEST_URL", "VOILA_PREHEAT")
 _SECRET_BYTES = 32
@@ -126,6 +130,33 @@ def session_principal(
     return _active_principal(config, as_user)
 
 
+def cookie_user(config: Config, secret: bytes, token: str | None, *, now: float) -> str | None:
+    """The user a session cookie names when it is signed with ``secret``, unexpired and
+    not logged out; else None."""
+    from workbench.dashboards.sessions import logouts
+
+    if not token:
+        return None
+    user = verify_identity(secret, token, now=now)
+    if user is None or logouts(config).revoked(token):
+        return None
+    return user
+
+
+def cookie_principal(config: Config, token: str | None, *, now: float | None = None) -> Principal:
+    """The principal a Panel page works for: the user the signed session cookie names
+    (fresh from the users table, active users only); no cookie, a bad, an expired or a
+    logged-out one is refused. Never falls back to anyone else."""
+    import time
+
+    user = cookie_user(
+        config, load_dashboard_secret(config), token, now=time.time() if now is None else now
+    )
+    if user is None:
+        raise AccessDenied("this dashboard session carries no valid login", hint="log in again")
+    return _active_principal(config, user)
+
+
 def _active_principal(config: Config, user: str) -> Principal:
     from workbench.exceptions import NotFound
 
@@ -136,16 +167,3 @@ def _active_principal(config: Config, user: str) -> Principal:
     if record.status != "active":
         raise AccessDenied(f"user {user!r} is disabled", hint="ask an admin to enable it")
     return record.principal()
-
-
-def request_parameter(name: str, *, environ: Mapping[str, str] | None = None) -> str | None:
-    """A query-string parameter of the Voila request (``?building=b-1``), None elsewhere.
-
-    Only a *wish*: whatever it names is checked against the principal's scope by
-    the data store like any other choice.
-    """
-    from urllib.parse import parse_qs
-
-    env = os.environ if environ is None else environ
-    values = parse_qs(env.get("QUERY_STRING", "")).get(name)
-    return values[0] if values else None

@@ -18,7 +18,10 @@ workbench.exceptions.AccessDenied: not authorized: vic (viewer) may not provisio
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +29,17 @@ import polars as pl
 
 from workbench.config import Config
 from workbench.dashboards.data import registry_for
-from workbench.exceptions import AlreadyExists, ImportRejected, InvalidInput, NotFound
+from workbench.exceptions import AlreadyExists, NotFound
+from workbench.registry.keys import sas_token
+from workbench.registry.records import shown
 from workbench.registry.store import DEVICE_LISTING
 from workbench.tenancy import Principal
 
-__all__ = ["ProvisioningActions"]
+__all__ = ["FirstEvent", "ProvisioningActions", "first_event"]
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Any  # (stage, done, total) -> None, see workbench.registry.store.ProgressFn
+ProgressFn = Any  # (stage, done, total) -> None, see workbench.registry.importer.ProgressFn
 
 
 class ProvisioningActions:
@@ -67,7 +72,7 @@ class ProvisioningActions:
         rows = self.buildings().filter(pl.col("building_id") == building_id)
         if rows.height == 0:
             raise NotFound(
-                f"unknown building {building_id!r}: not one of {self._yours()} buildings",
+                f"unknown building {shown(building_id)}: not one of {self._yours()} buildings",
                 hint="pick one of the buildings listed",
             )
         return str(rows["tenant_id"][0])
@@ -81,13 +86,29 @@ class ProvisioningActions:
         tenant = self._device_tenant(device_id)
         if tenant is None or not self.principal.can_write(tenant):
             raise NotFound(
-                f"unknown device {device_id!r}: not one of {self._yours()} devices",
+                f"unknown device {shown(device_id)}: not one of {self._yours()} devices",
                 hint="search the fleet for the device id",
             )
         self._require(tenant)
         return tenant
 
     # --- actions ---------------------------------------------------------------------------
+
+    def add_building(
+        self, building_id: str, *, name: str | None = None, tenant: str | None = None
+    ) -> str:
+        """Add a building to the operator's own tenant (an admin names the tenant);
+        returns its tenant."""
+        self._require(tenant)
+        logger.info("%s adds building %s", self.principal.user, building_id)
+        return str(
+            self.registry.add_building(building_id.strip(), tenant=tenant or None, name=name)
+        )
+
+    def rename_building(self, building_id: str, name: str) -> None:
+        """Give one of the tenant's buildings a new display name."""
+        self._building_tenant(building_id.strip())  # another tenant's reads as unknown
+        self.registry.rename_building(building_id.strip(), name)
 
     def provision(
         self,
@@ -108,7 +129,7 @@ class ProvisioningActions:
         if owner is not None and owner != tenant:
             # re-provisioning would move another tenant's (de-provisioned) device id
             raise AlreadyExists(
-                f"device id {device_id!r} is taken", hint="choose another device id"
+                f"device id {shown(device_id)} is taken", hint="choose another device id"
             )
         logger.info("%s provisions %s in %s", self.principal.user, device_id, building)
         return self.registry.provision(
@@ -142,41 +163,11 @@ class ProvisioningActions:
 
     def import_csv(self, path: str | Path, *, progress: ProgressFn | None = None) -> dict[str, int]:
         """Bulk-import a device CSV (``device_id,building_id,device_type[,floor,room,protocol]``)
-        in one commit; every bad row is reported (``ImportRejected.errors``) and then nothing
-        is applied."""
+        in one commit; every bad row is reported at once (``ImportRejected.errors``: the
+        registry checks the rows, another tenant's buildings and device ids included) and
+        then nothing is applied."""
         self._require()
-        self._check_import_scope(Path(path))
         return dict(self.registry.import_csv(path, progress=progress))
-
-    def _check_import_scope(self, path: Path) -> None:
-        """Rows naming buildings or device ids outside the principal's tenant are errors too."""
-        try:
-            raw = pl.read_csv(path, infer_schema=False, empty_string_is_null=False)
-        except (OSError, pl.exceptions.PolarsError) as exc:
-            raise InvalidInput(
-                f"cannot read the CSV file: {exc}",
-                hint="columns: device_id,building_id,device_type[,floor,room,protocol]",
-            ) from None
-        if self.principal.is_admin or not {"device_id", "building_id"} <= set(raw.columns):
-            return  # the registry's own validation reports wrong columns
-        mine = set(self.buildings()["building_id"].to_list())
-        others = self.registry.devices().filter(pl.col("tenant_id") != self.principal.tenant_id)
-        taken = set(others["device_id"].to_list())
-        errors: list[tuple[int, str]] = []
-        for line, row in enumerate(raw.iter_rows(named=True), start=2):
-            building = (row["building_id"] or "").strip()
-            device = (row["device_id"] or "").strip()
-            if building and building not in mine:
-                errors.append((line, f"unknown building_id {building!r}"))
-            if device in taken:
-                errors.append((line, f"device_id {device!r} is taken"))
-        if errors:
-            raise ImportRejected(
-                f"{len(errors)} invalid row(s); nothing was imported "
-                f"(first: line {errors[0][0]}: {errors[0][1]})",
-                errors=errors,
-                hint="fix the listed lines and import again",
-            )
 
     def search(
         self,
@@ -204,3 +195,83 @@ class ProvisioningActions:
                 )
             )
         return frame.select(DEVICE_LISTING).head(limit)
+
+
+_SAMPLE_READINGS: dict[str, dict[str, object]] = {
+    "environment": {"temperature": 21.5, "humidity": 40.0, "light": 300.0},
+    "smoke": {"smoke": False},
+    "intrusion": {"intrusion": False},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstEvent:
+    """How a newly provisioned device sends its first event: a SAS token, and a curl and a
+    ``mosquitto_pub`` command ready to paste into a shell (both empty for a device of a
+    legacy protocol)."""
+
+    token: str
+    curl: str
+    note: str
+    mqtt: str = ""
+
+
+def first_event(
+    config: Config,
+    *,
+    device_id: str,
+    key: str,
+    device_type: str,
+    protocol: str = "http",
+    ttl_s: int = 3600,
+) -> FirstEvent:
+    """A token valid for ``ttl_s`` seconds, the ``curl`` that posts one event of the
+    device's type to this workbench's gateway, stamped with the shell's current time, and
+    the ``mosquitto_pub`` that publishes the same event through the MQTT door.
+
+    >>> cfg = Config.from_env({"WORKBENCH_GATEWAY_PORT": "8080"})
+    >>> first = first_event(cfg, device_id="dev-1", key="a2V5" * 11, device_type="smoke")
+    >>> print(first.curl)  # doctest: +ELLIPSIS
+    curl -sS http://127.0.0.1:8080/v1/telemetry \\
+      -H 'Content-Type: application/json' \\
+      -H 'Authorization: SharedAccessSignature sr=dev-1&se=...' \\
+      --data-binary "{\\"ts\\": \\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\", ...{\\"smoke\\": false}}"
+    >>> print(first.mqtt)  # doctest: +ELLIPSIS
+    mosquitto_pub -h 127.0.0.1 -p 1883 -V mqttv5 -q 1 -i dev-1 -u dev-1 \\
+      -P 'SharedAccessSignature sr=dev-1&se=...' \\
+      -t devices/dev-1/messages/events/ \\
+      -m "{\\"ts\\": \\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\\", ...{\\"smoke\\": false}}"
+    """
+    token = sas_token(device_id, key, ttl_s=ttl_s)
+    minutes = ttl_s // 60
+    if protocol != "http":
+        return FirstEvent(
+            token,
+            "",
+            f"{device_id} speaks {protocol}: it sends over the gateway's legacy TCP port "
+            f"({config.host}:{config.legacy_port}) in its own protocol, with its key.",
+        )
+    readings = json.dumps(_SAMPLE_READINGS.get(device_type, {"temperature": 21.5}))
+    # double quotes for the shell, so that $(date ...) stamps the event when it is sent
+    body = '{"ts": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "seq": 1, "readings": ' + readings + "}"
+    quoted = '"' + body.replace('"', '\\"') + '"'
+    url = f"http://{config.host}:{config.gateway_port}/v1/telemetry"
+    curl = (
+        f"curl -sS {url} \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        f"  -H {shlex.quote('Authorization: ' + token)} \\\n"
+        f"  --data-binary {quoted}"
+    )
+    mqtt = (
+        f"mosquitto_pub -h {config.host} -p {config.mqtt_port} -V mqttv5 -q 1 "
+        f"-i {shlex.quote(device_id)} -u {shlex.quote(device_id)} \\\n"
+        f"  -P {shlex.quote(token)} \\\n"
+        f"  -t {shlex.quote(f'devices/{device_id}/messages/events/')} \\\n"
+        f"  -m {quoted}"
+    )
+    note = (
+        f"The token in these commands is valid for {minutes} minutes; make a new one with "
+        f"'workbench devices token {device_id} --key KEY'. The gateway answers "
+        '{"accepted": 1}; the event shows on the building page within a minute.'
+    )
+    return FirstEvent(token, curl, note, mqtt)

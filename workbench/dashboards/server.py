@@ -1,52 +1,58 @@
-"""The Voila dashboards server with per-user login (``python -m ingest_service voila``).
+"""The Voila dashboards server with per-user login (``python -m workbench.dashboards``).
 
 * A login page of its own (``/login``) checks workbench users with
-  :func:`~workbench.tenancy.authenticate` (failures land in the access log) and
+  :func:`~workbench.tenancy.authenticate` (failures land in the access log; repeated
+  ones are throttled per user and client address: 429 with ``Retry-After``) and
   sets a signed session cookie; ``/logout`` clears it.
 * On every request of a logged-in session the identity provider *overwrites*
   ``X-Workbench-Identity`` with ``user|expiry|HMAC`` (a client-sent value is always
   removed first); Voila copies that header into the kernel's environment, where
   :func:`~workbench.dashboards.identity.session_principal` verifies it.
 * Preheated kernels are off (they would start before anyone logged in), and
-  Voila's kernels accept only widget messages, never code.
-* The served folder is ``$WORKBENCH_HOME/voila``: copies of ``dashboards/*.ipynb``
-  and ``notebooks/provisioning.ipynb``, nothing else.
+  Voila's kernels accept only widget messages, never code; each kernel answers only the
+  user who started it, and kernels are capped and culled
+  (:mod:`~workbench.dashboards.kernels`).
+* ``/logout`` revokes the session cookie for both servers
+  (:mod:`~workbench.dashboards.sessions`).
+* The served folder is ``$WORKBENCH_HOME/voila``: copies of the dashboard pages
+  (:func:`~workbench.dashboards.notebook_files.page_notebooks`), nothing else.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import html
 import logging
 import os
-import shutil
+import re
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 from workbench.config import Config
 from workbench.dashboards.identity import (
     IDENTITY_ENV,
     IDENTITY_HEADER,
+    SESSION_COOKIE,
+    cookie_user,
     load_dashboard_secret,
     sign_identity,
 )
-from workbench.exceptions import ConfigError, WorkbenchError
+from workbench.dashboards.kernels import cull_traits, guard_handlers, kernel_manager_class
+from workbench.dashboards.login import (
+    check_login_form,
+    end_session,
+    login_form_body,
+    safe_next,
+    set_session_cookie,
+)
+from workbench.dashboards.notebook_files import page_notebooks
+from workbench.dashboards.panel_server import PANEL_PAGES
 
-__all__ = ["SERVED_NOTEBOOKS", "prepare_root", "run_voila", "voila_app"]
+__all__ = ["prepare_root", "run_voila", "voila_app"]
 
 logger = logging.getLogger(__name__)
-
-REPO = Path(__file__).resolve().parents[2]
-# served name -> source in the checkout
-SERVED_NOTEBOOKS = {
-    "building.ipynb": REPO / "dashboards" / "building.ipynb",
-    "fleet.ipynb": REPO / "dashboards" / "fleet.ipynb",
-    "provisioning.ipynb": REPO / "notebooks" / "provisioning.ipynb",
-}
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} · Smart-building workbench</title>
@@ -61,16 +67,16 @@ button {{padding: .5em 1.5em; font-size: 1em}}
 
 
 def prepare_root(config: Config) -> Path:
-    """``$WORKBENCH_HOME/voila`` with fresh copies of the served notebooks."""
+    """``$WORKBENCH_HOME/voila`` with fresh copies of the dashboard pages and no other
+    notebook (one left from an earlier pages folder would otherwise still be served)."""
+    pages = page_notebooks(config)
     root = config.home / "voila"
     root.mkdir(parents=True, exist_ok=True)
-    for name, source in SERVED_NOTEBOOKS.items():
-        if not source.is_file():
-            raise ConfigError(
-                f"dashboard notebook {source} is missing",
-                hint="run the dashboards from a checkout of the workbench (pip install -e .)",
-            )
-        shutil.copyfile(source, root / name)
+    for stale in root.glob("*.ipynb"):
+        if stale.name not in pages:
+            stale.unlink()
+    for name, source in pages.items():
+        (root / name).write_bytes(source.read_bytes())
     return root
 
 
@@ -84,25 +90,11 @@ def _handlers() -> tuple[type[Any], type[Any], type[Any]]:
         """The login form: workbench user name and password."""
 
         def _next(self) -> str:
-            base = str(self.base_url)
-            target = self.get_argument("next", default=base)
-            parsed = urlparse(target)
-            if parsed.scheme or parsed.netloc or not target.startswith(base) or "\\" in target:
-                return base
-            return target
+            return safe_next(self.get_argument("next", default=None), str(self.base_url))
 
         def _form(self, error: str = "", user: str = "") -> str:
             action = f"{self.base_url}login?next={quote(self._next())}"
-            message = f"<p class='wb-login-error'>{html.escape(error)}</p>" if error else ""
-            body = (
-                f"<h3>Log in</h3>{message}<form method='post' action='{html.escape(action)}'>"
-                f"{self.xsrf_form_html()}"
-                "<label>User name<input name='username' id='username' autocomplete='username' "
-                f"value='{html.escape(user)}' autofocus></label>"
-                "<label>Password<input name='password' id='password' type='password' "
-                "autocomplete='current-password'></label>"
-                "<button type='submit' id='login'>Log in</button></form>"
-            )
+            body = login_form_body(action, error=error, user=user, hidden=self.xsrf_form_html())
             return _PAGE.format(title="Log in", body=body)
 
         @allow_unauthenticated  # type: ignore[untyped-decorator,unused-ignore]
@@ -114,36 +106,23 @@ def _handlers() -> tuple[type[Any], type[Any], type[Any]]:
 
         @allow_unauthenticated  # type: ignore[untyped-decorator,unused-ignore]
         async def post(self) -> None:
-            from workbench.tenancy import authenticate, record_access
-
             provider: Any = self.identity_provider
             config = provider.workbench_config
-            user = self.get_argument("username", default="").strip()
-            password = self.get_argument("password", default="")
-            loop = asyncio.get_running_loop()
-            try:  # scrypt and a Delta read: off the event loop
-                principal = await loop.run_in_executor(
-                    None, lambda: authenticate(config, user, password, door="voila")
-                )
-            except WorkbenchError as exc:
-                self.set_status(401)
-                self.finish(self._form(str(exc), user))
+            principal = await check_login_form(self, config, door="voila", form=self._form)
+            if principal is None:
                 return
-            await loop.run_in_executor(
-                None,
-                lambda: record_access(
-                    config, principal, action="login:voila", target=user, outcome="ok"
-                ),
-            )
-            provider.set_login_cookie(self, User(username=principal.user))
+            # one cookie for both servers (so one logout ends both): jupyter_server's own
+            # login cookie is never set
+            set_session_cookie(self, provider.secret, principal.user, session_s=provider.session_s)
             self.redirect(self._next())
 
     class WorkbenchLogoutHandler(JupyterHandler):
-        """Clear the session cookie."""
+        """End the session on both servers."""
 
         @allow_unauthenticated  # type: ignore[untyped-decorator,unused-ignore]
         def get(self) -> None:
-            self.identity_provider.clear_login_cookie(self)
+            provider: Any = self.identity_provider
+            end_session(self, provider.workbench_config)
             body = (
                 f"<p>You are logged out.</p><p><a href='{self.base_url}login'>Log in again</a></p>"
             )
@@ -179,7 +158,10 @@ def _handlers() -> tuple[type[Any], type[Any], type[Any]]:
             headers = handler.request.headers
             if IDENTITY_HEADER in headers:
                 del headers[IDENTITY_HEADER]
-            user = await self._get_user(handler)
+            # only the shared session cookie counts (a logout revokes it for both servers)
+            token = handler.get_cookie(SESSION_COOKIE)
+            name = cookie_user(self.workbench_config, self.secret, token, now=time.time())
+            user = User(username=name) if name else None
             # 2. a logged-in session gets a freshly signed one on every request
             if user is not None:
                 expiry = int(time.time() + self.session_s)
@@ -192,7 +174,6 @@ def _handlers() -> tuple[type[Any], type[Any], type[Any]]:
 def voila_app(config: Config, *, root: Path | None = None) -> Any:
     """An initialized (not started) Voila app serving the dashboards of ``config``."""
     from traitlets.config import Config as Traits
-    from voila.app import Voila
 
     secret = load_dashboard_secret(config)
     _, _, provider = _handlers()
@@ -218,14 +199,62 @@ def voila_app(config: Config, *, root: Path | None = None) -> Any:
     traits.VoilaConfiguration.http_header_envs = [IDENTITY_HEADER]
     traits.VoilaConfiguration.preheat_kernel = False
     traits.VoilaConfiguration.show_tracebacks = False
-    app = Voila(config=traits)
+    # kernels owned by the user whose page started them, capped, culled when abandoned
+    traits.VoilaConfiguration.multi_kernel_manager_class = kernel_manager_class(config, secret)
+    for name, value in cull_traits(config).items():
+        setattr(traits.MappingKernelManager, name, value)
+    app = _voila_class(config)(config=traits)
     app.initialize([str(root or prepare_root(config))])
     return app
 
 
+def _voila_class(config: Config) -> type[Any]:
+    """Voila without its file list: its start page and the Panel pages' old Voila
+    addresses redirect to the Panel server (home, ``/building``, ``/fleet``)."""
+    from tornado.web import RequestHandler
+    from voila.app import Voila
+
+    panel = f"http://{config.host}:{config.panel_port}"
+
+    class ToPanel(RequestHandler):
+        def get(self, path: str = "") -> None:
+            page = PANEL_PAGES.get(path.strip("/"))
+            query = f"?{self.request.query}" if page and self.request.query else ""
+            self.redirect(f"{panel}/{page or ''}{query}")
+
+    class WorkbenchVoila(Voila):  # type: ignore[misc]
+        def init_handlers(self) -> list[Any]:
+            base = str(self.server_url).rstrip("/")
+            pages = "|".join(re.escape(name) for name in PANEL_PAGES)
+            own = [
+                (f"{base}/?", ToPanel),
+                (f"{base}/voila/tree(/.*)?", ToPanel),
+                (f"{base}/voila/render/({pages})", ToPanel),
+            ]
+            return own + guard_handlers(list(super().init_handlers()))
+
+    return WorkbenchVoila
+
+
 def run_voila(config: Config) -> int:
     """Serve the dashboards until SIGTERM/SIGINT (kernels are shut down on the way out)."""
-    app = voila_app(config)
-    logger.info("dashboards on http://%s:%d/ (login required)", config.host, config.voila_port)
+    from tornado.ioloop import PeriodicCallback
+
+    from workbench.dashboards.kernels import write_kernel_count
+    from workbench.dashboards.panel_server import panel_server
+
+    root = prepare_root(config)
+    app = voila_app(config, root=root)
+    # the kernel count for 'workbench status', written where it looks
+    PeriodicCallback(lambda: write_kernel_count(config, app.kernel_manager), 5000).start()
+    # one process, one loop: the Panel server listens now and serves once Voila's loop runs
+    server = panel_server(config, root)
+    server.start()
+    logger.info(
+        "dashboards on http://%s:%d/ (login required); provisioning on :%d",
+        config.host,
+        config.panel_port,
+        config.voila_port,
+    )
     app.start()
     return 0

@@ -1,4 +1,6 @@
-"""The lake: table names and schemas (DESIGN.md §7), the reading API, maintenance.
+"""The lake: table names and schemas, the reading API, maintenance.
+
+The tables and their columns are described in docs/ingest.md.
 
 >>> from workbench.lake import TELEMETRY, TABLES
 >>> TABLES[TELEMETRY].partition_by
@@ -15,15 +17,14 @@ from workbench.lake.tables import (
     table_uri,
 )
 
-__all__ = [
+# the reading API (workbench.lake.read)
+__all__ = ["building_metrics", "building_state", "freshness", "telemetry"]
+# the tables' names and specs, and where a table lives (workbench.lake.tables)
+__all__ += [
     "BUILDING_METRICS_1M",
     "BUILDING_STATE",
     "TABLES",
     "TELEMETRY",
     "TELEMETRY_REJECTED",
-    "building_metrics",
-    "building_state",
-    "freshness",
     "table_uri",
-    "telemetry",
 ]

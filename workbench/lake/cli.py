@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli import ArgumentParser, Verb, print_table, say
+from workbench.cli import Verb, print_table, say, verb_group
 from workbench.config import Config
 from workbench.logs import configure_logging
 from workbench.tenancy.cli import add_principal_option, resolve_principal
@@ -83,9 +83,7 @@ def _cmd_promote(config: Config, args: argparse.Namespace) -> int:
 
 def register(verb: Verb) -> None:
     """Add the ``lake`` group."""
-    p = verb("lake", None, "look after the Delta lake tables")
-    sub = p.add_subparsers(dest="lake_command", metavar="COMMAND", parser_class=ArgumentParser)
-    sub.required = True
+    sub = verb_group(verb, "lake", "look after the Delta lake tables")
     m = sub.add_parser(
         "maintain",
         help="compact (Z-order by building, time), checkpoint and vacuum every table",

@@ -12,6 +12,10 @@
 3. vacuum: files replaced longer ago than ``WORKBENCH_LAKE_RETENTION_HOURS``
    are deleted (readers of older versions than that lose time travel only).
 
+Each run, whoever ran it, leaves its outcome in ``run/lake-maintenance.json`` under
+``WORKBENCH_HOME`` (:func:`last_maintenance`), which ``workbench status`` shows on the
+processor's line (:func:`maintenance_summary`).
+
 Compaction only rewrites data, so it commits beside appending processors
 (Delta's optimistic concurrency); when a concurrent commit does conflict (a
 metrics merge rewriting the same file) the step is retried on the new
@@ -21,6 +25,7 @@ version, and never blocks a writer.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +33,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from workbench.config import Config
+from workbench.filemodes import write_json
 from workbench.lake.schemas import telemetry_schema
 from workbench.lake.tables import (
     TABLES,
@@ -38,7 +44,7 @@ from workbench.lake.tables import (
     writer_properties,
 )
 
-__all__ = ["maintain"]
+__all__ = ["last_maintenance", "maintain", "maintenance_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +121,85 @@ def _rewrite_sorted(
     return len(files), 1
 
 
+_RECORD = "lake-maintenance.json"
+
+
 def maintain(
     config: Config, *, days: int = 2, now: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Compact, checkpoint and vacuum every lake table; return one report row per table."""
-    now = now or dt.datetime.now(dt.UTC)
+    """Compact, checkpoint and vacuum every lake table; return one report row per table.
+    The outcome, a failure included, is recorded for :func:`last_maintenance`."""
+    started = time.time()
+    try:
+        report = _maintain(config, days=days, now=now or dt.datetime.now(dt.UTC))
+    except Exception as exc:
+        _record(config, started, [], error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+        raise
+    _record(config, started, report, error=None)
+    return report
+
+
+def _record(
+    config: Config, started: float, report: list[dict[str, Any]], *, error: str | None
+) -> None:
+    record = {
+        "started_at": started,
+        "at": time.time(),
+        "outcome": "failed" if error else "ok",
+        "error": error,
+        "tables": len(report),
+        **{
+            key: sum(int(row.get(key, 0)) for row in report)
+            for key in ("files_removed", "files_added", "files_vacuumed")
+        },
+    }
+    path = config.run_dir / _RECORD
+    try:
+        write_json(path, record)
+    except OSError as exc:  # the record is for status; maintenance itself is done
+        logger.warning("could not record the lake maintenance outcome at %s: %s", path, exc)
+
+
+def last_maintenance(config: Config) -> dict[str, Any] | None:
+    """The outcome of the last :func:`maintain` run under ``config``'s home (None: none
+    recorded): ``at`` (epoch seconds), ``outcome`` (``ok`` or ``failed``), ``error``,
+    ``tables`` and the files removed, added (compaction) and vacuumed in all."""
+    try:
+        record: dict[str, Any] = json.loads((config.run_dir / _RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record
+
+
+def maintenance_summary(record: dict[str, Any] | None, *, now: float) -> str:
+    """One phrase for ``workbench status`` about :func:`last_maintenance`'s ``record``.
+
+    >>> maintenance_summary(None, now=0.0)
+    'no lake maintenance yet'
+    >>> maintenance_summary({"at": 100.0, "started_at": 98.5, "outcome": "ok", "tables": 4,
+    ...     "files_removed": 12, "files_added": 3, "files_vacuumed": 5}, now=400.0)
+    'lake maintained 5m ago: 12 files compacted into 3, 5 vacuumed, 4 tables (1.5 s)'
+    >>> maintenance_summary({"at": 100.0, "started_at": 99.0, "outcome": "failed",
+    ...     "error": "OSError: disk full"}, now=130.0)
+    'lake maintenance FAILED 30s ago: OSError: disk full'
+    """
+    if record is None:
+        return "no lake maintenance yet"
+    ago = max(0.0, now - float(record.get("at", now)))
+    when = (
+        f"{ago:.0f}s" if ago < 120 else f"{ago / 60:.0f}m" if ago < 7200 else f"{ago / 3600:.0f}h"
+    )
+    if record.get("outcome") != "ok":
+        return f"lake maintenance FAILED {when} ago: {record.get('error')}"
+    seconds = float(record.get("at", 0)) - float(record.get("started_at", 0))
+    return (
+        f"lake maintained {when} ago: {record.get('files_removed', 0)} files compacted into "
+        f"{record.get('files_added', 0)}, {record.get('files_vacuumed', 0)} vacuumed, "
+        f"{record.get('tables', 0)} tables ({seconds:.1f} s)"
+    )
+
+
+def _maintain(config: Config, *, days: int, now: dt.datetime) -> list[dict[str, Any]]:
     report: list[dict[str, Any]] = []
     for name in TABLES:
         table = open_table(config, name)

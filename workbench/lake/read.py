@@ -6,8 +6,9 @@ by theirs (compaction clusters telemetry by building and time), so "one
 building, last three hours" reads a handful of files.
 
 Every function takes the ``principal`` it reads for and returns only rows in
-that principal's scope (DESIGN.md §8): the scope predicate is part of the scan,
-so another tenant's rows are never even read, whatever the other filters say.
+that principal's scope (docs/architecture.md, "Tenancy"): the scope predicate is
+part of the scan, so another tenant's rows are never even read, whatever the
+other filters say.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The Arrow schemas of the lake tables (DESIGN.md §7): the contract every writer and reader shares.
+"""The Arrow schemas of the lake tables: the contract every writer and reader shares
+(the columns are described in docs/ingest.md, "The telemetry columns").
 
 Times are ``timestamp[us, UTC]``; ``event_date`` (the UTC date of ``ts``) is the
 partition column of ``telemetry``. ``building_metrics_1m`` keeps, next to the
@@ -20,6 +21,8 @@ from collections.abc import Mapping
 import pyarrow as pa
 
 __all__ = [
+    "ALARMS",
+    "ALARM_RULES",
     "BUILDING_METRICS_1M",
     "BUILDING_STATE",
     "TELEMETRY",
@@ -70,6 +73,11 @@ TELEMETRY_REJECTED = pa.schema(
         pa.field("source_offset", pa.int64(), nullable=False),
         pa.field("rejected_at", UTC_US, nullable=False),
         pa.field("rejected_date", pa.date32(), nullable=False),
+        # who the refusal counts against (the registry's, stamped by the gateway), and
+        # its event time, the gateway's receipt; null when no known device sent it
+        pa.field("tenant_id", pa.string()),
+        pa.field("building_id", pa.string()),
+        pa.field("received_at", UTC_US),
     ]
 )
 
@@ -115,6 +123,47 @@ BUILDING_STATE = pa.schema(
         # the building_metrics_1m version this row was computed from: a slower writer
         # never overwrites a fresher row
         pa.field("metrics_version", pa.int64(), nullable=False),
+    ]
+)
+
+# One row per alarm: a device's episode of one rule's condition (workbench.alarms; the
+# columns are described in docs/alarms.md).
+ALARMS = pa.schema(
+    [
+        pa.field("alarm_id", pa.string(), nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("building_id", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("device_type", pa.string()),
+        pa.field("floor", pa.int32()),
+        pa.field("room", pa.string()),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # flag, above, below, silent
+        pa.field("reading", pa.string()),
+        pa.field("severity", pa.string(), nullable=False),
+        pa.field("raised_at", UTC_US, nullable=False),  # event time
+        pa.field("raised_value", pa.float64()),
+        pa.field("ended_at", UTC_US),  # event time the condition stopped holding
+        pa.field("cleared_at", UTC_US),
+        pa.field("cleared_by", pa.string()),  # "rule" or a user
+        pa.field("acknowledged_at", UTC_US),
+        pa.field("acknowledged_by", pa.string()),
+        pa.field("comments", pa.string(), nullable=False),  # JSON list of {at, by, text}
+        pa.field("history", pa.string(), nullable=False),  # JSON list of transitions
+        pa.field("updated_at", UTC_US, nullable=False),
+        pa.field("source_partition", pa.int32(), nullable=False),
+        pa.field("source_offset", pa.int64(), nullable=False),
+    ]
+)
+
+# One row per tenant that changed the default rules: its TOML document (workbench.alarms).
+ALARM_RULES = pa.schema(
+    [
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("document", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("updated_by", pa.string(), nullable=False),
+        pa.field("updated_at", UTC_US, nullable=False),
     ]
 )
 

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from workbench.cli import Verb
+from workbench.cli import Verb, print_table, say, verb_group
 from workbench.config import Config
 from workbench.exceptions import QueryFailed, QueryRefused
 
@@ -86,15 +86,30 @@ def _cmd_query(config: Config, args: argparse.Namespace) -> int:
         writer.writerow(names)
         writer.writerows([[_plain(v) for v in r] for r in rows])
     else:
-        from workbench.bench import print_table
-
         print_table([[("NULL" if v is None else _plain(v)) for v in r] for r in rows], header=names)
         print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=sys.stderr)
     return 0
 
 
+def _cmd_spark_fetch(config: Config, args: argparse.Namespace) -> int:
+    from workbench.query.spark import delta_jars, delta_version
+
+    jars = delta_jars(report=say)
+    print(f"Delta Lake {delta_version()} for Spark: {', '.join(jars)}")
+    return 0
+
+
 def register(verb: Verb) -> None:
-    """Add ``workbench query``."""
+    """Add ``workbench query`` and ``workbench spark fetch``."""
+    sub = verb_group(verb, "spark", "the HiveQL Spark engine's Delta jars")
+    f = sub.add_parser(
+        "fetch",
+        help="resolve the pinned Delta Lake jars for Spark with Maven (make install runs it)",
+        description="Resolve the Delta Lake version pinned in the workbench's pom with Maven "
+        "(WORKBENCH_HIVE_ENGINE=spark needs it): downloaded once into Maven's local "
+        "repository, offline afterwards. Prints the jars.",
+    )
+    f.set_defaults(handler=_cmd_spark_fetch)
     p = verb("query", _cmd_query, "run one HiveQL statement on the HiveServer2 endpoint")
     p.add_argument("hiveql", metavar="HIVEQL", help='e.g. "SHOW TABLES"')
     p.add_argument(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import Config
-from workbench.exceptions import MasterKeyError, QueryUnavailable
+from workbench.exceptions import AccessDenied, MasterKeyError, QueryUnavailable
 from workbench.secretfiles import load_secret, secret_path
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "check_admin_secret",
     "connect",
     "ensure_admin_secret",
+    "open_connection",
 ]
 
 ADMIN_USER = "admin"
@@ -63,20 +64,39 @@ def connect(
     host: str | None = None,
     port: int | None = None,
 ) -> Any:
-    """A pyhive connection to the endpoint (SASL PLAIN); without ``user`` the local admin.
-
-    Raises :class:`QueryUnavailable` when nothing answers or the login is refused.
-    """
-    from pyhive import hive
-
+    """A pyhive connection to the endpoint (SASL PLAIN); without ``user`` the local admin
+    (see :func:`open_connection` for the errors)."""
     if user is None:
         user, password = ADMIN_USER, ensure_admin_secret(config)
-    host = host or config.host
-    port = port or config.hive_port
+    return open_connection(host or config.host, port or config.hive_port, user, password or "")
+
+
+def open_connection(host: str, port: int, user: str, password: str) -> Any:
+    """A pyhive connection to ``host:port`` as ``user`` (SASL PLAIN).
+
+    Raises :class:`QueryUnavailable` when nothing answers or the login is refused, and
+    :class:`AccessDenied` when the user logs in but may not query (a viewer).
+    """
+    from pyhive import hive
+    from pyhive.exc import OperationalError
+
     try:
-        return hive.connect(
-            host=host, port=port, username=user, password=password or "", auth="CUSTOM"
-        )
+        return hive.connect(host=host, port=port, username=user, password=password, auth="CUSTOM")
+    except OperationalError as exc:
+        # the server answered: it opened no session for this user (a role that may not
+        # query); pyhive wraps the TOpenSessionResp
+        status = getattr(exc.args[0] if exc.args else None, "status", None)
+        message = str(getattr(status, "errorMessage", None) or exc)
+        if getattr(status, "sqlState", None) == "42000" or "not authorized" in message:
+            raise AccessDenied(
+                f"HiveServer2 at {host}:{port}: {user!r} is not allowed to query "
+                f"({message.split('; ')[0]})",
+                hint="ask an admin for an analyst, operator or admin account",
+            ) from None
+        raise QueryUnavailable(
+            f"HiveServer2 at {host}:{port} opened no session for {user!r}: {message}",
+            hint="check the server's log: workbench logs hiveserver2",
+        ) from None
     except Exception as exc:
         text = str(exc)
         if "Bad status: 3" in text or "invalid user" in text.lower():

@@ -3,11 +3,16 @@ to one principal.
 
 Each lake table is read through ``deltalake.DeltaTable(...).to_pyarrow_dataset()``
 (DuckDB pushes projections and filters into the Arrow scan, so ``event_date``
-predicates prune partitions and Parquet statistics prune row groups) and shown
-to SQL as a view that already applies :meth:`Principal.scope_sql`; the raw
-datasets are registered under random names that no checked statement may name.
-After the views exist the connection is locked: no external access (files,
-network, extensions), locked configuration, no Python replacement scans.
+predicates prune partitions and Parquet statistics prune row groups).
+
+Tenant isolation is by construction, not by vetting: the dataset a session
+registers is already filtered to its principal (:meth:`Principal.scope_arrow`), so
+no name in the session's catalog, however it is reached, holds another tenant's
+rows. Each is shown to SQL as a view that applies :meth:`Principal.scope_sql` once
+more, under the table's own name; the datasets themselves sit under random names
+that no checked statement may name. After the views exist the connection is
+locked: no external access (files, network, extensions), locked configuration, no
+Python replacement scans.
 
 Sessions are not shared between threads; one statement runs at a time.
 """
@@ -19,21 +24,36 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 
 from workbench.config import Config
 from workbench.exceptions import QueryFailed, QueryRefused
 from workbench.lake import schemas
 from workbench.lake.tables import storage_options, table_uri
-from workbench.query.hiveql import DATABASE, MACROS, Statement, parse_statement
+from workbench.query.hiveql import DATABASE, MACROS, Dialect, Statement, parse_statement
+from workbench.query.scan import Scan, plain_scan
 from workbench.query.types import Column, normalize_table
 from workbench.tenancy.principal import Principal
 
-__all__ = ["AuditFn", "QueryResult", "QuerySession", "TableSource", "lake_sources"]
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+    from polars.lazyframe.in_process import InProcessQuery
+
+__all__ = [
+    "AuditFn",
+    "HiveSession",
+    "QueryResult",
+    "QuerySession",
+    "TableSource",
+    "lake_sources",
+    "like",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +70,17 @@ class TableSource:
     uri: str
     schema: pa.Schema
     tenant_col: str | None = "tenant_id"
-    building_col: str = "building_id"
+    building_col: str | None = "building_id"
     partition_col: str | None = None
     comment: str = ""
+    # read whole into memory at each new version: a small table whose files are written
+    # by Delta merges (string_view columns, which DuckDB's filter pushdown into an Arrow
+    # dataset does not compare with its string literals)
+    materialize: bool = False
 
 
 def lake_sources(config: Config) -> list[TableSource]:
-    """The tables a query session exposes: the lake's (DESIGN.md §7) and the registry's
+    """The tables a query session exposes: the lake's and the registry's
     devices, buildings and tenants (never users or the access log)."""
     registry_root = f"{config.lake.rstrip('/')}/registry"
     try:
@@ -91,6 +115,13 @@ def lake_sources(config: Config) -> list[TableSource]:
             comment="rolling 5-minute view, one row per building",
         ),
         TableSource(
+            "alarms",
+            table_uri(config, "alarms"),
+            schemas.ALARMS,
+            comment="alarms raised by the tenants' rules: one row per device and episode",
+            materialize=True,
+        ),
+        TableSource(
             "telemetry_rejected",
             table_uri(config, "telemetry_rejected"),
             schemas.TELEMETRY_REJECTED,
@@ -114,7 +145,7 @@ def lake_sources(config: Config) -> list[TableSource]:
             "tenants",
             f"{registry_root}/tenants",
             reg_schemas.get("tenants", empty),
-            building_col="NULL",  # a viewer's building list never matches a tenant row
+            building_col=None,  # no building: a viewer sees no tenant row
             comment="tenants",
         ),
     ]
@@ -140,15 +171,32 @@ class QueryResult:
         return cls([Column.of(f) for f in table.schema], table)
 
 
-class _Table:
-    """One exposed Delta table: its DeltaTable (None until it exists) and version."""
+class HiveSession(Protocol):
+    """What the HiveServer2 door asks of an engine's session (DuckDB's
+    :class:`QuerySession`, Spark's ``SparkQuerySession``)."""
 
-    def __init__(self, source: TableSource, config: Config) -> None:
+    def tables(self) -> list[str]: ...
+    def source(self, name: str) -> TableSource: ...
+    def describe(self, name: str) -> list[Column]: ...
+    def execute(self, hiveql: str) -> QueryResult: ...
+    def interrupt(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Table:
+    """One exposed Delta table: its DeltaTable (None until it exists), version, and the
+    principal's row filter, applied to every dataset it hands out."""
+
+    def __init__(self, source: TableSource, config: Config, principal: Principal) -> None:
         self.source = source
         self.config = config
-        self.delta: Any = None
+        self.scope = principal.scope_arrow(
+            tenant_col=source.tenant_col or "tenant_id", building_col=source.building_col
+        )
+        self.delta: DeltaTable | None = None
         self.version: int | None = None
         self.raw_name = f"_src_{source.name}_{secrets.token_hex(8)}"
+        self.schema: tuple[int | None, pa.Schema] | None = None  # the view's, at a version
 
     def dataset(self) -> Any:
         """A fresh Arrow dataset of the table (or an empty table), or None when unchanged."""
@@ -171,97 +219,37 @@ class _Table:
         if version == self.version:
             return None
         self.version = version
-        return self.delta.to_pyarrow_dataset()
+        dataset = self.delta.to_pyarrow_dataset()
+        if self.source.materialize:
+            dataset = dataset.to_table()
+        return dataset if self.scope is None else dataset.filter(self.scope)
 
 
-class QuerySession:
-    """A principal's HiveQL session over the lake.
+class StatementRunner:
+    """What every engine's session does the same way around its own reads: parse and vet a
+    statement against the tables the session exposes, answer the statements about the
+    catalog itself, and audit each outcome. A subclass sets ``principal``, ``_audit``,
+    ``_lock`` and :attr:`dialect`, and gives :meth:`_exposed` and :meth:`_run_read`."""
 
-    >>> import tempfile
-    >>> from workbench.config import Config
-    >>> cfg = Config.from_env({"WORKBENCH_HOME": tempfile.mkdtemp()})
-    >>> with QuerySession(cfg, Principal("ann", "analyst", "t-0001")) as s:
-    ...     s.execute("SELECT count(*) AS n FROM telemetry").rows
-    [(0,)]
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        principal: Principal,
-        *,
-        audit: AuditFn | None = None,
-        max_rows: int | None = None,
-    ) -> None:
-        principal.require("query")
-        self.config = config
-        self.principal = principal
-        self.max_rows = max_rows or config.hive_max_rows
-        self._audit = audit
-        self._lock = threading.Lock()
-        self._con = duckdb.connect(":memory:")
-        self._tables: dict[str, _Table] = {}
-        try:
-            self._setup()
-        except Exception:
-            self._con.close()
-            raise
-
-    # --- set-up ---------------------------------------------------------------------------
-
-    def _setup(self) -> None:
-        con = self._con
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET python_enable_replacements = false")
-        for macro in MACROS:
-            con.execute(macro)
-        for source in lake_sources(self.config):
-            if source.tenant_col is None and not self.principal.is_admin:
-                continue
-            table = _Table(source, self.config)
-            self._tables[source.name] = table
-            con.register(table.raw_name, table.dataset())
-            scope = self.principal.scope_sql(
-                tenant_col=source.tenant_col or "tenant_id", building_col=source.building_col
-            )
-            con.execute(
-                f'CREATE VIEW "{source.name}" AS SELECT * FROM "{table.raw_name}" WHERE {scope}'
-            )
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-
-    def _refresh(self, names: tuple[str, ...]) -> None:
-        for name in names:
-            table = self._tables[name]
-            fresh = table.dataset()
-            if fresh is not None:
-                self._con.register(table.raw_name, fresh)
-
-    # --- catalog ---------------------------------------------------------------------------
+    dialect: Dialect = "duckdb"
+    principal: Principal
+    _audit: AuditFn | None
+    _lock: threading.Lock
 
     def tables(self) -> list[str]:
         """The tables this session may query, by name."""
-        return sorted(self._tables)
+        return sorted(self._exposed())
 
-    def source(self, name: str) -> TableSource:
-        """The definition behind table ``name``."""
-        return self._tables[name].source
+    def _exposed(self) -> dict[str, Any]:
+        raise NotImplementedError
 
-    def describe(self, name: str) -> list[Column]:
-        """The Hive-typed columns of table ``name``."""
-        if name not in self._tables:
-            raise QueryFailed(f"table {name!r} not found", hint="SHOW TABLES lists the tables")
-        with self._lock:
-            self._refresh((name,))
-            schema = self._con.sql(f'SELECT * FROM "{name}" LIMIT 0').to_arrow_table().schema
-        return [Column.of(f) for f in schema]
-
-    # --- statements ------------------------------------------------------------------------
+    def _run_read(self, st: Statement) -> QueryResult:
+        raise NotImplementedError
 
     def execute(self, hiveql: str) -> QueryResult:
         """Run one HiveQL statement; raise QueryRefused / QueryFailed with a clear reason."""
         try:
-            statement = parse_statement(hiveql, tables=self._tables)
+            statement = parse_statement(hiveql, tables=self._exposed(), dialect=self.dialect)
             with self._lock:
                 result = self._run(statement)
         except QueryRefused as exc:
@@ -281,11 +269,108 @@ class QuerySession:
         if st.kind == "use":
             return QueryResult.of(pa.table({"result": pa.array([], pa.string())}))
         if st.kind == "show_databases":
-            names = [DATABASE] if _like(DATABASE, st.pattern) else []
+            names = [DATABASE] if like(DATABASE, st.pattern) else []
             return QueryResult.of(pa.table({"database_name": pa.array(names, pa.string())}))
         if st.kind == "show_tables":
-            names = [n for n in self.tables() if _like(n, st.pattern)]
+            names = [n for n in self.tables() if like(n, st.pattern)]
             return QueryResult.of(pa.table({"tab_name": pa.array(names, pa.string())}))
+        return self._run_read(st)
+
+
+class QuerySession(StatementRunner):
+    """A principal's HiveQL session over the lake.
+
+    >>> import tempfile
+    >>> from workbench.config import Config
+    >>> cfg = Config.from_env({"WORKBENCH_HOME": tempfile.mkdtemp()})
+    >>> with QuerySession(cfg, Principal("ann", "analyst", "t-0001")) as s:
+    ...     s.execute("SELECT count(*) AS n FROM telemetry").rows
+    [(0,)]
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        principal: Principal,
+        *,
+        audit: AuditFn | None = None,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+        statement_timeout: float | None = None,
+    ) -> None:
+        principal.require("query")
+        self.config = config
+        self.principal = principal
+        self.max_rows = max_rows or config.hive_max_rows
+        self.max_bytes = max_bytes or config.hive_max_result_bytes
+        self.statement_timeout = statement_timeout or config.hive_statement_timeout
+        self._audit = audit
+        self._lock = threading.Lock()
+        self._con = duckdb.connect(":memory:")
+        self._tables: dict[str, _Table] = {}
+        self._scanning: InProcessQuery | None = None  # a plain scan polars is reading
+        self._cancelled = False
+        try:
+            self._setup()
+        except Exception:
+            self._con.close()
+            raise
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        con = self._con
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET python_enable_replacements = false")
+        for macro in MACROS:
+            con.execute(macro)
+        for source in lake_sources(self.config):
+            if source.tenant_col is None and not self.principal.is_admin:
+                continue
+            table = _Table(source, self.config, self.principal)
+            self._tables[source.name] = table
+            con.register(table.raw_name, table.dataset())
+            scope = self.principal.scope_sql(
+                tenant_col=source.tenant_col or "tenant_id",
+                building_col=source.building_col or "NULL",
+            )
+            con.execute(
+                f'CREATE VIEW "{source.name}" AS SELECT * FROM "{table.raw_name}" WHERE {scope}'
+            )
+        # each session is its own DuckDB database: this bounds one session, and so one
+        # statement, whatever it builds (a recursive CTE, a huge join)
+        con.execute(f"SET memory_limit = '{self.config.hive_memory_limit}'")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+
+    def _refresh(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            table = self._tables[name]
+            fresh = table.dataset()
+            if fresh is not None:
+                self._con.register(table.raw_name, fresh)
+
+    # --- catalog ---------------------------------------------------------------------------
+
+    def _exposed(self) -> dict[str, Any]:
+        return self._tables
+
+    def source(self, name: str) -> TableSource:
+        """The definition behind table ``name``."""
+        return self._tables[name].source
+
+    def describe(self, name: str) -> list[Column]:
+        """The Hive-typed columns of table ``name``."""
+        if name not in self._tables:
+            raise QueryFailed(f"table {name!r} not found", hint="SHOW TABLES lists the tables")
+        with self._lock:
+            self._refresh((name,))
+            schema = self._con.sql(f'SELECT * FROM "{name}" LIMIT 0').to_arrow_table().schema
+        return [Column.of(f) for f in schema]
+
+    # --- statements ------------------------------------------------------------------------
+
+    def _run_read(self, st: Statement) -> QueryResult:
         if st.kind == "describe":
             self._refresh((st.target,))
             schema = self._con.sql(f'SELECT * FROM "{st.target}" LIMIT 0').to_arrow_table().schema
@@ -310,30 +395,143 @@ class QuerySession:
             parts = [f"{col}={r[0].isoformat()}" for r in rows]
             return QueryResult.of(pa.table({"partition": pa.array(parts, pa.string())}))
         self._refresh(st.tables)
-        return QueryResult.of(self._fetch(st.sql))
+        scan = self._plain_scan(st)
+        result = self._scan(scan) if scan is not None else None
+        return QueryResult.of(result if result is not None else self._fetch(st.sql))
+
+    # --- plain scans, read by polars (workbench.query.scan) -------------------------------
+
+    def _plain_scan(self, st: Statement) -> Scan | None:
+        if len(st.tables) != 1:
+            return None
+        table = self._tables[st.tables[0]]
+        if table.delta is None or table.source.materialize:
+            return None
+        if table.source.building_col is None and self.principal.role == "viewer":
+            return None
+        if table.schema is None or table.schema[0] != table.version:
+            view = self._con.sql(f'SELECT * FROM "{st.tables[0]}" LIMIT 0')
+            table.schema = (table.version, view.to_arrow_table().schema)
+        return plain_scan(st.sql, {st.tables[0]: table.schema[1]})
+
+    def _scan(self, scan: Scan) -> pa.Table | None:
+        """``scan`` read by polars from the Delta table's files, at the session's version,
+        in the principal's scope, as the view would answer it (DuckDB's column types), under
+        the same row and byte caps and statement timeout; None when it may be too big for
+        that (DuckDB then answers it, streaming it under its memory limit).
+
+        polars has no memory limit and checks the byte cap only on the whole result, so
+        the first rows are read first: a result whose rows, that size, would fill more
+        than a quarter of the byte cap is left to DuckDB."""
+        rows = self.max_rows + 1 if scan.limit is None else min(scan.limit, self.max_rows + 1)
+        deadline = time.monotonic() + self.statement_timeout
+        probe = self._read(scan, min(rows, _PROBE_ROWS), deadline)
+        if probe.num_rows < min(rows, _PROBE_ROWS) or probe.num_rows == rows:
+            return self._capped(probe)  # that was all of it
+        if rows * probe.nbytes / max(probe.num_rows, 1) > self.max_bytes / 4:
+            return None
+        return self._capped(self._read(scan, rows, deadline))
+
+    def _capped(self, result: pa.Table) -> pa.Table:
+        if result.num_rows > self.max_rows:
+            raise self._too_many_rows()
+        if result.nbytes > self.max_bytes:
+            raise self._too_large()
+        return result
+
+    def _read(self, scan: Scan, rows: int, deadline: float) -> pa.Table:
+        """At most ``rows`` rows of ``scan``, stopped at ``deadline`` (monotonic) or a
+        cancel."""
+        table = self._tables[scan.table]
+        assert table.delta is not None and table.schema is not None
+        source = table.source
+        keep = self.principal.scope_filter(
+            tenant_col=source.tenant_col or "tenant_id",
+            building_col=source.building_col or "building_id",
+        )
+        for comparison in scan.where:
+            keep = keep & comparison.expr()
+        frame = (
+            pl.scan_delta(table.delta, storage_options=storage_options(self.config) or None)
+            .filter(keep)
+            .select(scan.columns)
+            .head(rows)
+        )
+        running = frame.collect(background=True)
+        self._scanning = running
+        try:
+            while (found := running.fetch()) is None:
+                if self._cancelled or time.monotonic() > deadline:
+                    running.cancel()
+                    if self._cancelled:
+                        raise QueryFailed("the statement was cancelled")
+                    raise _timed_out(self.statement_timeout)
+                time.sleep(0.002)
+        except pl.exceptions.PolarsError as exc:
+            raise QueryFailed(f"query failed: {_first_line(exc)}") from None
+        finally:
+            self._scanning = None
+            self._cancelled = False
+        return found.to_arrow().cast(pa.schema([table.schema[1].field(c) for c in scan.columns]))
+
+    def _too_many_rows(self) -> QueryFailed:
+        return QueryFailed(
+            f"the result has more than {self.max_rows} rows",
+            hint="aggregate, add a LIMIT, or raise WORKBENCH_HIVE_MAX_ROWS",
+        )
+
+    def _too_large(self) -> QueryFailed:
+        return QueryFailed(
+            f"the result is larger than {self.max_bytes} bytes",
+            hint="select fewer or narrower columns, aggregate, add a LIMIT, "
+            "or raise WORKBENCH_HIVE_MAX_RESULT_BYTES",
+        )
 
     def _fetch(self, sql: str) -> pa.Table:
+        deadline = _Deadline(self._con, self.statement_timeout)
         try:
             reader = self._con.sql(sql).to_arrow_reader(65536)
-            batches, rows = [], 0
+            batches, rows, size = [], 0, 0
             for batch in reader:
                 rows += batch.num_rows
+                size += batch.nbytes
                 if rows > self.max_rows:
-                    raise QueryFailed(
-                        f"the result has more than {self.max_rows} rows",
-                        hint="aggregate, add a LIMIT, or raise WORKBENCH_HIVE_MAX_ROWS",
-                    )
+                    raise self._too_many_rows()
+                if size > self.max_bytes:
+                    raise self._too_large()
                 batches.append(batch)
             return pa.Table.from_batches(batches, schema=reader.schema)
         except duckdb.InterruptException:
-            raise QueryFailed("the statement was cancelled") from None
+            raise self._interrupted(deadline) from None
         except duckdb.PermissionException as exc:
             raise QueryRefused(f"refused by the engine: {_first_line(exc)}") from None
+        except duckdb.OutOfMemoryException:
+            raise QueryFailed(
+                f"the statement needed more than this session's "
+                f"{self.config.hive_memory_limit} of memory",
+                hint="aggregate earlier, narrow the time range, or ask an operator to raise "
+                "WORKBENCH_HIVE_MEMORY_LIMIT",
+            ) from None
         except duckdb.Error as exc:
             raise QueryFailed(f"query failed: {_first_line(exc)}") from None
+        except (OSError, pa.ArrowException) as exc:
+            # a streamed result reports DuckDB's errors, the interrupt included, through
+            # pyarrow's reader
+            if "INTERRUPT" in str(exc):
+                raise self._interrupted(deadline) from None
+            raise QueryFailed(f"query failed: {_first_line(exc)}") from None
+        finally:
+            deadline.stop()
+
+    def _interrupted(self, deadline: _Deadline) -> QueryFailed:
+        if deadline.expired:
+            return _timed_out(deadline.seconds)
+        return QueryFailed("the statement was cancelled")
 
     def interrupt(self) -> None:
         """Cancel the running statement (from another thread)."""
+        if self._scanning is not None:
+            self._cancelled = True
         self._con.interrupt()
 
     def close(self) -> None:
@@ -347,7 +545,49 @@ class QuerySession:
         self.close()
 
 
-def _like(name: str, pattern: str) -> bool:
+# rows a plain scan reads first, to tell its result's size from (QuerySession._scan)
+_PROBE_ROWS = 1000
+
+
+def _timed_out(seconds: float) -> QueryFailed:
+    return QueryFailed(
+        f"the statement ran longer than {seconds:g} s and was stopped",
+        hint="narrow it (a WHERE on event_date, fewer rows, a LIMIT), "
+        "or ask an operator to raise WORKBENCH_HIVE_STATEMENT_TIMEOUT",
+    )
+
+
+class _Deadline:
+    """Interrupts a connection's statement once it has run ``seconds``.
+
+    The interrupt is repeated until :meth:`stop`, because DuckDB drops one that lands
+    between two steps of a streamed result; :meth:`stop` returns only once no
+    interrupt can follow, so none reaches the connection's next statement."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._con = con
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="query-deadline", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        self.expired = True
+        while True:
+            self._con.interrupt()
+            if self._done.wait(0.05):
+                return
+
+    def stop(self) -> None:
+        """The statement is over: stop watching."""
+        self._done.set()
+        self._thread.join()
+
+
+def like(name: str, pattern: str) -> bool:
     """Hive's SHOW ... LIKE: ``*`` any characters, ``|`` alternatives, case-insensitive."""
     if not pattern:
         return True

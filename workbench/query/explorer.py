@@ -1,6 +1,12 @@
 """The Hive query explorer's state, without any UI: connection, saved examples, run, history,
 chart and downloads. ``notebooks/hive_query_explorer.ipynb`` only wires widgets to it.
 
+:func:`explorer_for` takes what the notebook's parameters leave open from the
+environment: the host and port of the workbench's own HiveServer2
+(``WORKBENCH_HOST``, ``WORKBENCH_HIVE_PORT``), the analyst's workbench user
+(``WORKBENCH_USER``) and password (``WORKBENCH_PASSWORD``; in a notebook server of the
+hub, the hub's token; else a prompt).
+
 >>> state = ExplorerState("127.0.0.1", 1, "ann", "pw", connect=lambda: None)
 >>> sorted(EXAMPLES)[:2]
 ['alarm counts per building', 'comfort-band violations']
@@ -12,14 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import getpass
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-__all__ = ["EXAMPLES", "ExplorerState", "HistoryEntry"]
+from workbench.config import Config
+from workbench.exceptions import InvalidInput, WorkbenchError
+
+__all__ = ["EXAMPLES", "ExplorerState", "HistoryEntry", "explorer_for"]
 
 EXAMPLES: dict[str, str] = {
     "daily averages per building": (
@@ -89,15 +100,15 @@ class ExplorerState:
         self.max_history = max_history
 
     def _pyhive(self) -> Any:
-        from pyhive import hive
+        from workbench.query.client import open_connection
 
-        return hive.connect(
-            host=self.host,
-            port=self.port,
-            username=self.user,
-            password=self._password,
-            auth="CUSTOM",
-        )
+        return open_connection(self.host, self.port, self.user, self._password)
+
+    def connect(self) -> None:
+        """Open the connection now (it is opened at the first :meth:`run` otherwise):
+        a :class:`~workbench.exceptions.WorkbenchError` saying why it cannot be."""
+        if self._conn is None:
+            self._conn = self._connect()
 
     def run(self, hiveql: str) -> pl.DataFrame:
         """Run one statement; the result as a polars frame (also kept in :attr:`result`).
@@ -118,7 +129,7 @@ class ExplorerState:
             names = [d[0] for d in cursor.description or []]
             rows = cursor.fetchall() if names else []
             cursor.close()
-        except OperationalError as exc:
+        except (OperationalError, WorkbenchError) as exc:
             response = exc.args[0] if exc.args else None
             message = getattr(getattr(response, "status", None), "errorMessage", None) or str(exc)
             self._remember(HistoryEntry(at, hiveql, 0, time.perf_counter() - started, message))
@@ -215,3 +226,53 @@ class ExplorerState:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def explorer_for(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    ask: Callable[[str], str] = getpass.getpass,
+) -> ExplorerState:
+    """An explorer for the analyst: what is not given comes from ``config`` (host,
+    ``WORKBENCH_HIVE_PORT``, ``WORKBENCH_USER``) and ``WORKBENCH_PASSWORD``; in a notebook
+    server of the hub, from the hub's user and token (the door takes it for a password);
+    else ``ask``.
+
+    >>> cfg = Config.from_env({"WORKBENCH_HIVE_PORT": "10123", "WORKBENCH_USER": "ann"})
+    >>> state = explorer_for(cfg, environ={"WORKBENCH_PASSWORD": "pw"})
+    >>> state.host, state.port, state.user
+    ('127.0.0.1', 10123, 'ann')
+    >>> hub = {"JUPYTERHUB_USER": "ann", "JUPYTERHUB_API_TOKEN": "t0k"}
+    >>> explorer_for(Config.from_env({}), environ=hub).user
+    'ann'
+    >>> explorer_for(Config.from_env({}), environ={})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    workbench.exceptions.InvalidInput: no workbench user to log in as; ...
+    """
+    env = os.environ if environ is None else environ
+    hub_user, hub_token = env.get("JUPYTERHUB_USER"), env.get("JUPYTERHUB_API_TOKEN")
+    name = user or config.notebook_user or hub_user
+    if not name:
+        raise InvalidInput(
+            "no workbench user to log in as",
+            hint="set WORKBENCH_USER to your user name, or run with -p user NAME",
+        )
+    if password is None:
+        password = env.get("WORKBENCH_PASSWORD")
+    if password is None and hub_token and name == hub_user:
+        password = hub_token  # the hub's server of this very user: no password typed
+    if password is None:
+        try:
+            password = ask(f"password for {name}: ")
+        except Exception:  # no terminal to ask on (papermill, Voila)
+            raise InvalidInput(
+                f"no password for {name}",
+                hint="set WORKBENCH_PASSWORD, or run with -p password ...",
+            ) from None
+    return ExplorerState(host or config.host, int(port or config.hive_port), name, password)

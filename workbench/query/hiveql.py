@@ -2,10 +2,12 @@
 
 Every statement is parsed with sqlglot's Hive dialect and checked *before* it
 reaches DuckDB: only queries, ``SHOW``, ``DESCRIBE``, ``EXPLAIN`` and
-``USE default`` run; tables must be the session's own views (or CTEs of the
-statement); table functions and functions that reach files, settings or the
-catalog are refused by name. DuckDB's own lock-down (no external access, locked
-configuration) is the second wall behind this one.
+``USE default`` run; tables must be the session's own views (or CTEs visible where
+they are named, decided by sqlglot's scope analysis); names of DuckDB's own catalog,
+table functions and functions that reach files, settings or the catalog are refused
+by name. This vetting is not what keeps tenants apart: the session holds only data
+already filtered to its principal (see :mod:`workbench.query.engine`), and DuckDB's
+own lock-down (no external access, locked configuration) is the last wall.
 
 >>> plan = parse_statement("SELECT to_date(ts) d, count(*) FROM default.telemetry GROUP BY 1",
 ...                        tables={"telemetry"})
@@ -17,27 +19,37 @@ configuration) is the second wall behind this one.
 Traceback (most recent call last):
 ...
 workbench.exceptions.QueryRefused: COPY statements are refused; only SELECT/WITH queries, ...
+>>> parse_statement("SELEC 1", tables={"telemetry"})
+Traceback (most recent call last):
+...
+workbench.exceptions.QueryFailed: HiveQL syntax error: unknown statement 'SELEC' (line 1, ...
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Collection
 from typing import Any, Literal
 
+import duckdb
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
+from sqlglot.errors import ErrorLevel, OptimizeError, ParseError, UnsupportedError
+from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from workbench.exceptions import QueryFailed, QueryRefused
 
-__all__ = ["DATABASE", "MACROS", "Statement", "StatementKind", "parse_statement"]
+__all__ = ["DATABASE", "MACROS", "Dialect", "Statement", "StatementKind", "parse_statement"]
 
 logger = logging.getLogger(__name__)
 
 DATABASE = "default"
+
+Dialect = Literal["duckdb", "spark"]
+"""The SQL a checked query is written out in: the engine's."""
 
 StatementKind = Literal[
     "query", "explain", "show_tables", "show_databases", "show_partitions", "describe", "use"
@@ -50,6 +62,12 @@ MACROS: tuple[str, ...] = (
 )
 
 _ALLOWED_FIRST_WORDS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "USE", "("}
+# statements of Hive or DuckDB that exist but are refused here; any other first word is
+# a typo, reported as a syntax error (with the sqlglot tokenizer's keywords, below)
+_KNOWN_STATEMENT_WORDS = {
+    "ADD", "ATTACH", "CHECKPOINT", "DETACH", "EXPORT", "IMPORT", "INSTALL", "MSCK",
+    "RESET", "SUMMARIZE", "UNLOAD", "ABORT", "DFS", "RELOAD", "LOCK", "UNLOCK",
+}  # fmt: skip
 _REFUSE_HINT = "only SELECT/WITH queries, SHOW, DESCRIBE, EXPLAIN and USE default run here"
 
 # Functions (scalar or table) that reach files, the network, settings or the catalog.
@@ -65,6 +83,9 @@ _FORBIDDEN_PREFIXES = (
     "mysql_",
     "json_execute",
     "sniff_",
+    "pg_",
+    "has_",
+    "inet_",
 )
 _FORBIDDEN_FUNCTIONS = {
     "getenv",
@@ -87,7 +108,31 @@ _FORBIDDEN_FUNCTIONS = {
     "current_database",
     "current_schema",
     "current_schemas",
+    "current_query",
+    "col_description",
+    "obj_description",
+    "shobj_description",
+    "format_pg_type",
+    "format_type",
+    "map_to_pg_oid",
+    "map_type_id_to_pg_oid",
+    "python_map_function",
+    "arrow_scan",
+    "seq_scan",
+    # Spark's: JVM reflection, file names and descriptor files, the catalog
+    "reflect",
+    "java_method",
+    "try_reflect",
+    "input_file_name",
+    "input_file_block_start",
+    "input_file_block_length",
+    "from_protobuf",
+    "to_protobuf",
+    "current_catalog",
 }
+# Table names no statement may use: the session's raw (already scoped) sources and
+# DuckDB's catalog families; the catalog's exact names come from _system_names().
+_INTERNAL_TABLE_PREFIXES = ("_src_", "duckdb_", "sqlite_", "pragma_", "pg_", "information_schema")
 _TABLE_FUNCTIONS_ALLOWED = {"unnest", "explode", "range", "generate_series"}
 
 _COMMENTS = re.compile(r"^\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/)", re.DOTALL)
@@ -126,6 +171,31 @@ def _first_word(text: str) -> str:
     return m.group(0).upper() if m else text[:10]
 
 
+def _is_statement_word(word: str) -> bool:
+    from sqlglot.dialects.hive import Hive
+
+    return word in _KNOWN_STATEMENT_WORDS or word in Hive.Tokenizer.KEYWORDS
+
+
+def _position(original: str, text: str) -> str:
+    """``line L, column C`` of where ``text`` (``original`` without its leading
+    comments) starts in ``original``."""
+    offset = max(original.find(text), 0)
+    line = original.count("\n", 0, offset) + 1
+    column = offset - original.rfind("\n", 0, offset)
+    return f"line {line}, column {column}"
+
+
+def _did_you_mean(word: str) -> str:
+    import difflib
+
+    words = sorted(w for w in _ALLOWED_FIRST_WORDS if w.isalpha())
+    close = difflib.get_close_matches(word, words, n=1)
+    return (f"did you mean {close[0]}? " if close else "") + (
+        "a statement starts with " + ", ".join(words)
+    )
+
+
 def _table_name(raw: str, tables: Collection[str]) -> str:
     name = raw.strip().strip("`").strip('"')
     if "." in name:
@@ -148,10 +218,13 @@ def _check_db(db: str) -> None:
         )
 
 
-def parse_statement(hiveql: str, *, tables: Collection[str]) -> Statement:
+def parse_statement(
+    hiveql: str, *, tables: Collection[str], dialect: Dialect = "duckdb"
+) -> Statement:
     """Classify, check and translate one HiveQL statement.
 
-    ``tables`` are the names the caller's session may read. Raises
+    ``tables`` are the names the caller's session may read; ``dialect`` is the engine's
+    SQL the query is written out in. Raises
     :class:`QueryRefused` for anything outside the allowed statements, tables and
     functions and :class:`QueryFailed` for syntax errors and unsupported syntax.
     """
@@ -160,12 +233,17 @@ def parse_statement(hiveql: str, *, tables: Collection[str]) -> Statement:
         raise QueryFailed("empty statement", hint="write a HiveQL query, e.g. SHOW TABLES")
     first = _first_word(text)
     if first not in _ALLOWED_FIRST_WORDS:
+        if not _is_statement_word(first):
+            raise QueryFailed(
+                f"HiveQL syntax error: unknown statement {first!r} ({_position(hiveql, text)})",
+                hint=_did_you_mean(first),
+            )
         raise QueryRefused(f"{first} statements are refused", hint=_REFUSE_HINT)
     if first == "SHOW":
         return _show(text, tables)
     if first == "EXPLAIN":
         rest = re.sub(r"^EXPLAIN(\s+(EXTENDED|FORMATTED|ANALYZE))?\s+", "", text, flags=re.I)
-        inner = parse_statement(rest, tables=tables)
+        inner = parse_statement(rest, tables=tables, dialect=dialect)
         if inner.kind != "query":
             raise QueryRefused("EXPLAIN takes a query", hint="EXPLAIN SELECT ...")
         return Statement("explain", f"EXPLAIN {inner.sql}", inner.tables)
@@ -194,9 +272,11 @@ def parse_statement(hiveql: str, *, tables: Collection[str]) -> Statement:
             f"{type(tree).__name__.upper()} statements are refused", hint=_REFUSE_HINT
         )
     used = _check_query(tree, tables)
-    tree = _hive_column_names(tree.transform(_hive_semantics))
+    # Spark SQL has Hive's semantics already
+    rewrite = _hive_semantics if dialect == "duckdb" else _unchanged
+    checked = _hive_column_names(tree.transform(rewrite))
     try:
-        sql = tree.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
+        sql = checked.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
     except UnsupportedError as exc:
         raise QueryFailed(f"unsupported HiveQL: {exc}") from None
     return Statement("query", sql, tuple(sorted(used)))
@@ -253,10 +333,12 @@ def _forbidden(name: str) -> bool:
 
 def _check_query(tree: Any, tables: Collection[str]) -> set[str]:
     """Refuse what a query may not touch; return the lake tables it reads."""
-    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    cte_refs = _cte_references(tree)
     used: set[str] = set()
     for node in tree.walk():
-        if isinstance(node, exp.Table):
+        if isinstance(node, exp.CTE):
+            _check_not_system(node.alias_or_name.lower())
+        elif isinstance(node, exp.Table):
             inner = node.this
             if not isinstance(inner, exp.Identifier):
                 name = _function_name(inner) if isinstance(inner, exp.Expression) else "?"
@@ -270,7 +352,8 @@ def _check_query(tree: Any, tables: Collection[str]) -> set[str]:
                 raise QueryRefused(f"catalog {node.catalog!r} is not accessible")
             _check_db(node.db)
             name = node.name.lower()
-            if name in ctes and not node.db:
+            _check_not_system(name)
+            if id(node) in cte_refs:
                 continue
             if name not in tables:
                 raise QueryFailed(
@@ -294,6 +377,50 @@ def _check_query(tree: Any, tables: Collection[str]) -> set[str]:
     return used
 
 
+def _cte_references(tree: exp.Expression) -> set[int]:
+    """The ``Table`` nodes (by id) that name a CTE visible where they stand.
+
+    A CTE's name counts only inside its own scope: outside it, the same name would
+    resolve against the engine's catalog. sqlglot's scope analysis decides; a table it
+    cannot place is not a CTE reference, so it must be one of the session's tables.
+    """
+    try:
+        scopes = traverse_scope(tree)
+    except (OptimizeError, ValueError, KeyError) as exc:
+        raise QueryFailed(f"cannot resolve the statement's table references: {exc}") from None
+    refs: set[int] = set()
+    for scope in scopes:
+        for table in scope.tables:
+            source = scope.sources.get(table.alias_or_name)
+            if isinstance(source, Scope) and source.is_cte and not table.db:
+                refs.add(id(table))
+    return refs
+
+
+@functools.cache
+def _system_names() -> frozenset[str]:
+    """Names in DuckDB's own catalogs (``sqlite_master``, ``pg_class``, ``tables``, ...),
+    asked of DuckDB itself so that a new release's additions are covered too."""
+    con = duckdb.connect(":memory:")
+    try:
+        views = con.execute("SELECT view_name FROM duckdb_views() WHERE internal").fetchall()
+        tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE internal").fetchall()
+        schemas = con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()
+        dbs = con.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+    finally:
+        con.close()
+    return frozenset(str(r[0]).lower() for r in [*views, *tables, *schemas, *dbs])
+
+
+def _check_not_system(name: str) -> None:
+    """Refuse a table or CTE name that is, or could shadow, an engine catalog object."""
+    if name.startswith(_INTERNAL_TABLE_PREFIXES) or name in _system_names():
+        raise QueryRefused(
+            f"{name!r} is a name of the engine's own catalog and is refused",
+            hint="query the lake's tables (SHOW TABLES lists them); name CTEs otherwise",
+        )
+
+
 def _hive_semantics(node: exp.Expression) -> exp.Expression:
     """Rewrite where sqlglot's DuckDB output differs from what Hive returns."""
     if isinstance(node, exp.StrToUnix):
@@ -303,6 +430,10 @@ def _hive_semantics(node: exp.Expression) -> exp.Expression:
         if fmt is None or spelled == "%Y-%m-%d %H:%M:%S":
             return exp.Anonymous(this="_hive_unix_timestamp", expressions=[node.this])
         return exp.cast(node, exp.DataType.build("BIGINT"))
+    return node
+
+
+def _unchanged(node: exp.Expression) -> exp.Expression:
     return node
 
 

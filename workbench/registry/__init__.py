@@ -4,13 +4,16 @@
 """
 
 from workbench.registry.keys import derive_device_key, load_master_key, sas_token
-from workbench.registry.store import Device, ProvisionedDevice, Registry
+from workbench.registry.records import Device, DeviceEntry, ProvisionedDevice, protocols
+from workbench.registry.store import Registry
 
 __all__ = [
     "Device",
+    "DeviceEntry",
     "ProvisionedDevice",
     "Registry",
     "derive_device_key",
     "load_master_key",
+    "protocols",
     "sas_token",
 ]

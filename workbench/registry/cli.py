@@ -1,4 +1,4 @@
-"""``workbench tenants | buildings | devices``: the registry verbs of DESIGN.md §5.
+"""``workbench tenants | buildings | devices``: the registry verbs (docs/gateway.md).
 
 The CLI acts as the platform administrator (``system:<OS user>``) unless
 ``--as USER`` names a workbench user, whose scope then applies to every read and
@@ -14,17 +14,33 @@ from typing import Any
 
 import polars as pl
 
-from workbench.cli import ArgumentParser, Verb, print_table, say
+from workbench.cli import Verb, print_table, say, verb_group, whole_number
 from workbench.config import Config
 from workbench.events import DEVICE_TYPES
-from workbench.exceptions import ImportRejected
+from workbench.exceptions import ImportRejected, InvalidInput
 from workbench.registry.keys import sas_token
-from workbench.registry.store import DEVICE_LISTING, PROTOCOLS, Registry
+from workbench.registry.records import (
+    DEVICE_STATUSES,
+    FLOOR_RANGE,
+    NAME_MAX,
+    ROOM_MAX,
+    parse_floor,
+    protocols,
+)
+from workbench.registry.store import DEVICE_LISTING, Registry
 from workbench.tenancy.cli import add_principal_option, resolve_principal
 
 __all__ = ["register"]
 
 _MAX_ERRORS_SHOWN = 50
+
+
+def _floor(text: str) -> int | None:
+    """``--floor``: the registry's own rule, so the CLI and the forms say the same."""
+    try:
+        return parse_floor(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _registry(config: Config, args: argparse.Namespace) -> Registry:
@@ -66,8 +82,16 @@ def _tenants_list(config: Config, args: argparse.Namespace) -> int:
 
 
 def _buildings_add(config: Config, args: argparse.Namespace) -> int:
-    _registry(config, args).add_building(args.building_id, tenant=args.tenant, name=args.name)
-    say(f"building {args.building_id} added to tenant {args.tenant}")
+    tenant = _registry(config, args).add_building(
+        args.building_id, tenant=args.tenant, name=args.name
+    )
+    say(f"building {args.building_id} added to tenant {tenant}")
+    return 0
+
+
+def _buildings_rename(config: Config, args: argparse.Namespace) -> int:
+    _registry(config, args).rename_building(args.building_id, args.name)
+    say(f"building {args.building_id} renamed")
     return 0
 
 
@@ -120,7 +144,7 @@ def _rotate(config: Config, args: argparse.Namespace) -> int:
     else:
         say(
             f"device {args.device_id}: new key version {new.device.key_version}; "
-            "the old key stops working within seconds. The key is shown only now:"
+            "every running gateway worker refuses the old key now. The key is shown only now:"
         )
         print(new.key)
     return 0
@@ -132,10 +156,23 @@ def _show(config: Config, args: argparse.Namespace) -> int:
 
 
 def _list(config: Config, args: argparse.Namespace) -> int:
-    frame = _registry(config, args).devices(
-        tenant=args.tenant, building=args.building, status=args.status
+    page = _registry(config, args).device_page(
+        tenant=args.tenant,
+        building=args.building,
+        status=args.status,
+        after=args.after,
+        limit=args.limit,
     )
-    _print_frame(frame, args.json, list(DEVICE_LISTING))
+    _print_frame(page.devices, args.json, list(DEVICE_LISTING))
+    # the page's place on stderr: stdout stays the rows (a table, or JSON for scripts)
+    shown = page.devices.height
+    if page.next_after is not None:
+        say(
+            f"{shown} of {page.total:,} matching devices shown; next page: "
+            f"--after {page.next_after}"
+        )
+    elif args.after is not None or shown < page.total:
+        say(f"{shown} shown, the last page of {page.total:,} matching devices")
     return 0
 
 
@@ -175,6 +212,13 @@ def _import(config: Config, args: argparse.Namespace) -> int:
 
 
 def _token(config: Config, args: argparse.Namespace) -> int:
+    # the gateway refuses tokens living longer than the cap: never print one it would refuse
+    cap = config.sas_max_ttl
+    if not 1 <= args.ttl <= cap:
+        raise InvalidInput(
+            f"--ttl {args.ttl}: a token lives 1 to {cap} seconds",
+            hint=f"pass --ttl between 1 and {cap} (WORKBENCH_SAS_MAX_TTL, the gateway's cap)",
+        )
     print(sas_token(args.device_id, args.key, ttl_s=args.ttl))
     return 0
 
@@ -182,48 +226,47 @@ def _token(config: Config, args: argparse.Namespace) -> int:
 def register(verb: Verb) -> None:
     """Add the ``tenants``, ``buildings`` and ``devices`` groups."""
     # tenants
-    g = verb("tenants", None, "tenants: add and list")
-    sub = tenants = g.add_subparsers(
-        dest="tenants_command", metavar="COMMAND", parser_class=ArgumentParser
-    )
-    sub.required = True
+    sub = tenants = verb_group(verb, "tenants", "tenants: add and list")
     p = sub.add_parser("add", help="add a tenant")
     p.add_argument("tenant_id", metavar="TENANT_ID")
-    p.add_argument("--name", help="display name (default: the id)")
+    p.add_argument("--name", help=f"display name, at most {NAME_MAX} characters (default: the id)")
     p.set_defaults(handler=_tenants_add)
     p = sub.add_parser("list", help="list tenants")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_tenants_list)
 
     # buildings
-    g = verb("buildings", None, "buildings: add and list")
-    sub = buildings = g.add_subparsers(
-        dest="buildings_command", metavar="COMMAND", parser_class=ArgumentParser
-    )
-    sub.required = True
+    sub = buildings = verb_group(verb, "buildings", "buildings: add and list")
     p = sub.add_parser("add", help="add a building to a tenant")
     p.add_argument("building_id", metavar="BUILDING_ID")
-    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
-    p.add_argument("--name", help="display name (default: the id)")
+    p.add_argument(
+        "--tenant",
+        metavar="TENANT_ID",
+        help="the building's tenant (default: the --as operator's own; the admin names one)",
+    )
+    p.add_argument("--name", help=f"display name, at most {NAME_MAX} characters (default: the id)")
     p.set_defaults(handler=_buildings_add)
+    p = sub.add_parser("rename", help="give a building a new display name")
+    p.add_argument("building_id", metavar="BUILDING_ID")
+    p.add_argument("--name", required=True, help=f"the new name, at most {NAME_MAX} characters")
+    p.set_defaults(handler=_buildings_rename)
     p = sub.add_parser("list", help="list buildings")
     p.add_argument("--tenant", metavar="TENANT_ID", help="only this tenant's")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_buildings_list)
 
     # devices
-    g = verb("devices", None, "devices: provision, de-provision, keys, bulk import, tokens")
-    sub = devices = g.add_subparsers(
-        dest="devices_command", metavar="COMMAND", parser_class=ArgumentParser
+    sub = devices = verb_group(
+        verb, "devices", "devices: provision, de-provision, keys, bulk import, tokens"
     )
-    sub.required = True
     p = sub.add_parser("provision", help="add a device and print its key (shown once)")
     p.add_argument("device_id", metavar="DEVICE_ID")
     p.add_argument("--building", required=True, metavar="BUILDING_ID")
     p.add_argument("--type", required=True, choices=DEVICE_TYPES)
-    p.add_argument("--floor", type=int)
-    p.add_argument("--room")
-    p.add_argument("--protocol", default="http", choices=PROTOCOLS, help="default: http")
+    low, high = FLOOR_RANGE
+    p.add_argument("--floor", type=_floor, metavar="N", help=f"a whole number from {low} to {high}")
+    p.add_argument("--room", help=f"at most {ROOM_MAX} characters")
+    p.add_argument("--protocol", default="http", choices=protocols(), help="default: http")
     p.add_argument("--json", action="store_true", help="print {device_id, key, ...} as JSON")
     p.set_defaults(handler=_provision)
     for name, method, text in (
@@ -243,10 +286,22 @@ def register(verb: Verb) -> None:
     p.add_argument("device_id", metavar="DEVICE_ID")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_show)
-    p = sub.add_parser("list", help="list devices")
+    p = sub.add_parser("list", help="list devices, by id, a page at a time")
     p.add_argument("--tenant", metavar="TENANT_ID")
     p.add_argument("--building", metavar="BUILDING_ID")
-    p.add_argument("--status", choices=("provisioned", "disabled", "deprovisioned"))
+    p.add_argument("--status", choices=DEVICE_STATUSES)
+    p.add_argument(
+        "--limit",
+        type=whole_number(0, "0 = all"),
+        default=100,
+        metavar="N",
+        help="devices per page (100; 0: all)",
+    )
+    p.add_argument(
+        "--after",
+        metavar="DEVICE_ID",
+        help="start after this device id (the next page: the id stderr names)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_list)
     p = sub.add_parser(
@@ -261,7 +316,12 @@ def register(verb: Verb) -> None:
     p = sub.add_parser("token", help="print a SAS token for a device key")
     p.add_argument("device_id", metavar="DEVICE_ID")
     p.add_argument("--key", required=True, help="the device's base64 key")
-    p.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (default 3600)")
+    p.add_argument(
+        "--ttl",
+        type=int,
+        default=3600,
+        help="seconds until expiry (default 3600; at most WORKBENCH_SAS_MAX_TTL, one year)",
+    )
     p.set_defaults(handler=_token)
 
     for group in (tenants, buildings, devices):

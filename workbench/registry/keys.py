@@ -1,4 +1,4 @@
-"""Device keys and SAS tokens (DESIGN.md §6).
+"""Device keys and SAS tokens (docs/gateway.md, "Key storage" and "HTTP API").
 
 A device key is never stored. The lake holds only each device's
 ``key_version``; the key is derived as
@@ -25,6 +25,7 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import re
 import time
 import urllib.parse
 from pathlib import Path
@@ -47,6 +48,12 @@ __all__ = [
 
 _PREFIX = "SharedAccessSignature "
 _MASTER_BYTES = 32
+_FIELDS = ("sr", "se", "sig")
+# ASCII digits only: str.isdigit() also takes "²" or "٣", which int() then refuses
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")
+# the registry's device id rule (workbench.registry.store.valid_id)
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_SIG_BYTES = 32  # HMAC-SHA256
 
 
 def master_key_path(config: Config) -> Path:
@@ -109,34 +116,64 @@ class SasToken:
 
 
 def parse_sas_token(header: str) -> SasToken:
-    """Parse an ``Authorization`` header value; raise InvalidToken when it is not a SAS token."""
+    """Parse an ``Authorization`` header value; raise InvalidToken when it is not a SAS token.
+
+    Total: any text either parses or raises InvalidToken with a precise message.
+
+    >>> parse_sas_token("SharedAccessSignature sr=dev-1&se=%C2%B2&sig=AAAA")
+    Traceback (most recent call last):
+    ...
+    workbench.exceptions.InvalidToken: SharedAccessSignature se is not a unix time (ASCII digits)
+    """
     if not header.startswith(_PREFIX):
         raise InvalidToken("Authorization is not a SharedAccessSignature token")
     fields: dict[str, str] = {}
     for part in header[len(_PREFIX) :].strip().split("&"):
         name, sep, value = part.partition("=")
-        if not sep or name in fields:
-            raise InvalidToken("malformed SharedAccessSignature token")
+        if not sep:
+            raise InvalidToken(
+                "malformed SharedAccessSignature token: each field is name=value, joined by &"
+            )
+        if name not in _FIELDS:
+            raise InvalidToken(
+                f"SharedAccessSignature token has an unknown field {name[:20]!r} "
+                "(it holds sr, se and sig)"
+            )
+        if name in fields:
+            raise InvalidToken(f"SharedAccessSignature token repeats its {name} field")
         fields[name] = urllib.parse.unquote(value)
-    if set(fields) != {"sr", "se", "sig"}:
-        raise InvalidToken("SharedAccessSignature token needs exactly sr, se and sig")
-    if not fields["se"].isdigit() or len(fields["se"]) > 12:
-        raise InvalidToken("SharedAccessSignature se is not a unix time")
+    missing = [name for name in _FIELDS if name not in fields]
+    if missing:
+        raise InvalidToken(f"SharedAccessSignature token lacks {', '.join(missing)}")
+    if not _UNIX_TIME.fullmatch(fields["se"]):
+        raise InvalidToken("SharedAccessSignature se is not a unix time (ASCII digits)")
+    if not _DEVICE_ID.fullmatch(fields["sr"]):
+        raise InvalidToken(
+            "SharedAccessSignature sr is not a device id (1-128 letters, digits, '.', '_', "
+            "':' or '-')"
+        )
     try:
         signature = base64.b64decode(fields["sig"], validate=True)
     except (binascii.Error, ValueError):
         raise InvalidToken("SharedAccessSignature sig is not base64") from None
-    if not fields["sr"]:
-        raise InvalidToken("SharedAccessSignature sr is empty")
+    if len(signature) != _SIG_BYTES:
+        raise InvalidToken(
+            f"SharedAccessSignature sig is {len(signature)} bytes, not {_SIG_BYTES} (HMAC-SHA256)"
+        )
     return SasToken(fields["sr"], int(fields["se"]), signature)
 
 
-def verify_sas_token(token: SasToken, key: bytes, *, now: float | None = None) -> str | None:
-    """None when ``token`` is signed by ``key`` and unexpired, else ``"expired"`` or
-    ``"bad_signature"``."""
+def verify_sas_token(
+    token: SasToken, key: bytes, *, now: float | None = None, max_ttl: float | None = None
+) -> str | None:
+    """None when ``token`` is signed by ``key``, unexpired and expires at most ``max_ttl``
+    seconds from ``now``, else ``"bad_signature"``, ``"expired"`` or ``"lifetime_too_long"``."""
     expected = sas_signature(key, token.device_id, token.expiry)
     if not hmac.compare_digest(expected, token.signature):
         return "bad_signature"
-    if token.expiry <= (time.time() if now is None else now):
+    now = time.time() if now is None else now
+    if token.expiry <= now:
         return "expired"
+    if max_ttl is not None and token.expiry - now > max_ttl:
+        return "lifetime_too_long"
     return None

@@ -1,6 +1,7 @@
 """The embedded-stack supervisor behind ``workbench up | down | status | logs``."""
 
-from workbench.stack.base import Component, Port, UpOptions, http_health, register, tcp_health
+from workbench.stack.base import Component, Port, UpOptions, http_health, tcp_health
+from workbench.stack.components import register
 from workbench.stack.supervisor import ComponentStatus, down, status, up
 
 __all__ = [

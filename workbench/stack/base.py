@@ -1,7 +1,7 @@
 """What a supervised component is: how to start it, where it listens, how to tell it is healthy.
 
-Adding a component to ``workbench up`` is one :func:`register` call in
-:mod:`workbench.stack.components`::
+Adding a component to ``workbench up`` is one
+:func:`~workbench.stack.components.register` call in :mod:`workbench.stack.components`::
 
     register(Component(
         name="gateway",
@@ -30,8 +30,6 @@ __all__ = [
     "Port",
     "UpOptions",
     "http_health",
-    "register",
-    "registered",
     "tcp_health",
 ]
 
@@ -96,26 +94,13 @@ class Component:
     describe: Callable[[Config], str | Detail] | None = None
     env: Callable[[Config], dict[str, str]] | None = None
     stop_timeout_s: float = 15.0
+    # run by ``down`` (not by restarts) before the process is stopped: what it started
+    # outside its own process group, e.g. the hub's users' servers, is stopped too
+    before_down: Callable[[Config], None] | None = None
     # how ``restart --rolling`` treats it: "pool" (a WorkerPool parent replaces its workers
     # one at a time), "in-place" (a plain restart: not on the devices' path), or a reason
     # why it cannot be restarted without losing data
     rolling: str = "in-place"
-
-
-_REGISTRY: dict[str, Component] = {}
-
-
-def register(component: Component) -> Component:
-    """Add ``component`` to the stack; components start in registration order."""
-    _REGISTRY[component.name] = component
-    return component
-
-
-def registered() -> list[Component]:
-    """Every registered component, in start order."""
-    from workbench.stack import components  # noqa: F401  (registers the built-ins)
-
-    return list(_REGISTRY.values())
 
 
 def tcp_health(port: Callable[[Config], int]) -> HealthCheck:

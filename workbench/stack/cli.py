@@ -6,20 +6,24 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from workbench.cli import Verb, print_table, say
+from workbench import plugins
+from workbench.cli import Verb, print_table, say, verb_group, whole_number
 from workbench.config import Config
 from workbench.exceptions import WorkbenchError
 from workbench.stack import supervisor
-from workbench.stack.base import UpOptions, registered
-from workbench.stack.demo import DemoLogin, demo_logins_path, seed_demo
+from workbench.stack.base import UpOptions
+from workbench.stack.components import registered
 
-__all__ = ["EXIT_NOT_RUNNING", "EXIT_UNHEALTHY", "register"]
+__all__ = ["DEMO_GROUP", "EXIT_NOT_RUNNING", "EXIT_UNHEALTHY", "register"]
 
 EXIT_UNHEALTHY = 1
 EXIT_NOT_RUNNING = 3
+# plug-ins that seed demo data for `workbench up`: ``seed(config, *, devices) -> lines``,
+# the lines printed after the addresses (see workbench.plugins)
+DEMO_GROUP = "workbench.demo"
 
 
 def _cmd_up(config: Config, args: argparse.Namespace) -> int:
@@ -29,42 +33,50 @@ def _cmd_up(config: Config, args: argparse.Namespace) -> int:
         scenario=args.scenario,
         skip=frozenset({"simulator"} if args.no_simulator else ()),
     )
-    _check_names(args.components)
+    _check_names(config, args.components)
     only = args.components or None
     if only is None:  # the whole stack: with the demo's tenants, buildings and users
-        logins, created = seed_demo(config, devices=options.devices or config.simulator_devices)
+        demo = _seed_demo(config, devices=options.devices or config.simulator_devices)
     statuses = supervisor.up(config, options, only=only, report=say)
     _print_status_table(statuses)
     if only is None:
-        _print_welcome(config, logins, created)
+        _print_welcome(config, demo)
     return 0 if statuses and all(s.healthy for s in statuses) else EXIT_UNHEALTHY
 
 
-def _print_welcome(config: Config, logins: Sequence[DemoLogin], created: bool) -> None:
-    """Where to go and how to log in (passwords only the first time they exist)."""
+def _seed_demo(config: Config, *, devices: int) -> list[str]:
+    """Have every installed demo plug-in seed what is missing; the lines they print."""
+    names = plugins.names(DEMO_GROUP)
+    if not names:
+        return [f"  no demo data: no {DEMO_GROUP} plug-in is installed"]
+    lines: list[str] = []
+    for name in names:
+        seed: Callable[..., Sequence[str]] = plugins.load(DEMO_GROUP, name)
+        lines += seed(config, devices=devices)
+    return lines
+
+
+def _print_welcome(config: Config, demo: Sequence[str]) -> None:
+    """Where to go, then what the demo plug-ins say (who can log in)."""
     h = config.host
     print()
-    print(f"  dashboards (Voila)   http://{h}:{config.voila_port}/")
+    print(f"  dashboards           http://{h}:{config.panel_port}/  (log in; links per role)")
     print(f"  gateway (devices)    http://{h}:{config.gateway_port}/v1/telemetry")
     print(f"  legacy devices       tcp://{h}:{config.legacy_port}")
+    print(f"  MQTT devices         mqtt://{h}:{config.mqtt_port}  (IoT Hub style, SAS token)")
     print(f"  HiveServer2          jdbc:hive2://{h}:{config.hive_port}/default  (pyhive, beeline)")
-    print(f"  JupyterLab           make lab  ->  http://{h}:{config.lab_port}/")
-    print()
-    path = demo_logins_path(config)
-    if created:
-        print("  demo logins (shown once; also in " + str(path) + ", mode 0600):")
+    if os.geteuid() == 0:
+        print(f"  JupyterHub           http://{h}:{config.hub_port}/  (notebooks, same logins)")
     else:
-        print(f"  demo logins: see {path}")
-    for login in logins:
-        scope = login.tenant_id or "all tenants"
-        if login.buildings:
-            scope += " / " + ",".join(login.buildings)
-        shown = login.password if created and login.password else "********"
-        print(f"    {login.user:<12} {login.role:<9} {scope:<28} {shown}")
+        print("  JupyterHub           not started: it needs root to give each user an OS account")
+    print(f"  JupyterLab (devs)    make lab  ->  http://{h}:{config.lab_port}/  (single-user)")
+    print()
+    for line in demo:
+        print(line)
 
 
 def _cmd_restart(config: Config, args: argparse.Namespace) -> int:
-    _check_names(args.components)
+    _check_names(config, args.components)
     if args.rolling:
         statuses = supervisor.rolling_restart(config, args.components or None, report=say)
     elif not args.components:
@@ -77,12 +89,21 @@ def _cmd_restart(config: Config, args: argparse.Namespace) -> int:
     return 0 if statuses and all(s.healthy for s in statuses) else EXIT_UNHEALTHY
 
 
-def _check_names(names: Sequence[str]) -> None:
+def _check_names(config: Config, names: Sequence[str]) -> None:
+    """Every name a component this configuration runs (``kafka`` stands for an external
+    cluster and ``broker`` for the embedded one: only one of them is ever on)."""
     known = [c.name for c in registered()]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise WorkbenchError(
             f"unknown component {unknown[0]!r}", hint=f"choose from {', '.join(known)}"
+        )
+    enabled = [c.name for c in registered() if c.enabled(config)]
+    off = [n for n in names if n not in enabled]
+    if off:
+        raise WorkbenchError(
+            f"component {off[0]!r} is off in this configuration",
+            hint=f"its components are {', '.join(enabled)}",
         )
 
 
@@ -164,16 +185,6 @@ def _follow(paths: list[tuple[str, Path]], *, prefix: bool) -> None:
             time.sleep(0.3)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {text!r}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -184,10 +195,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _cmd_broker_fetch(config: Config, args: argparse.Namespace) -> int:
+    from workbench.stack.kafka_broker import fetch_jars, kafka_version
+
+    target = fetch_jars(report=say)
+    jars = len(target.read_text().strip().split(":"))
+    print(f"Apache Kafka {kafka_version()}: {jars} jars, class path in {target}")
+    return 0
+
+
 def register(verb: Verb) -> None:
     """Add the stack verbs to the ``workbench`` command."""
     p = verb("up", _cmd_up, "start the stack in the background and wait until it is healthy")
-    p.add_argument("--devices", type=_positive_int, metavar="N", help="simulated devices")
+    p.add_argument("--devices", type=whole_number(1), metavar="N", help="simulated devices")
     p.add_argument(
         "--interval", type=_positive_float, metavar="SECONDS", help="seconds between events"
     )
@@ -207,9 +227,18 @@ def register(verb: Verb) -> None:
         action="store_true",
         help="without downtime: gateway and processor replace their worker processes one "
         "at a time (a new one serves before an old one drains); hiveserver2 and voila "
-        "restart in place; the embedded broker refuses (in memory). Without COMPONENT: "
+        "restart in place; the embedded broker refuses (a single node). Without COMPONENT: "
         "every running component that can",
     )
+    sub = verb_group(verb, "broker", "the embedded Apache Kafka broker's jars")
+    f = sub.add_parser(
+        "fetch",
+        help="resolve the pinned Apache Kafka jars with Maven (make install runs it)",
+        description="Resolve the Apache Kafka version pinned in the workbench's pom with "
+        "Maven: downloaded once into Maven's local repository, offline afterwards. Prints "
+        "the version and the class-path file.",
+    )
+    f.set_defaults(handler=_cmd_broker_fetch)
     p = verb("status", _cmd_status, "health of each component (exit 0 only when all healthy)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("logs", _cmd_logs, "show a component's log (all components when none is named)")

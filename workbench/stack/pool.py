@@ -45,6 +45,7 @@ import psutil
 
 from workbench.config import Config
 from workbench.exceptions import ComponentFailed
+from workbench.filemodes import write_json
 
 __all__ = [
     "FAST_EXIT_S",
@@ -377,10 +378,8 @@ class WorkerPool:
             "roll": dataclasses.asdict(self._roll) if self._roll else None,
         }
         path = _state_path(self._run_dir, self.name)
-        tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(state))
-            tmp.replace(path)
+            write_json(path, state)
         except OSError as exc:  # e.g. a full disk: keep the workers running all the same
             if not self._state_unwritable:
                 logger.warning("%s: cannot write %s (%s); retrying", self.name, path, exc)

@@ -29,7 +29,8 @@ import psutil
 
 from workbench.config import Config
 from workbench.exceptions import ComponentFailed, PortInUse, WorkbenchError
-from workbench.stack.base import Component, Detail, Port, UpOptions, registered
+from workbench.stack.base import Component, Detail, Port, UpOptions
+from workbench.stack.components import registered
 
 __all__ = ["ComponentStatus", "down", "log_path", "restart", "rolling_restart", "status", "up"]
 
@@ -312,7 +313,13 @@ def down(config: Config, *, report: Callable[[str], None] = logger.info) -> list
         order = list(dict.fromkeys([*stack, *recorded]))
         stopped = []
         for name in reversed(order):
-            timeout = known[name].stop_timeout_s if name in known else 15.0
+            component = known.get(name)
+            if component is not None and component.before_down and _process(config, name):
+                try:
+                    component.before_down(config)
+                except Exception as exc:  # stopping the component itself matters more
+                    report(f"{name}: could not stop what it started ({exc})")
+            timeout = component.stop_timeout_s if component is not None else 15.0
             if _stop_one(config, name, timeout, report):
                 stopped.append(name)
         _stack_path(config).unlink(missing_ok=True)
@@ -382,6 +389,11 @@ def rolling_restart(
                 timeout_s=component.stop_timeout_s * 4 + config.startup_timeout * 4,
             )
             report(f"{component.name}: {roll['message']}")
+            # fresh members join the consumer group and write their first heartbeat a
+            # moment after the roll: return once the component is healthy again, so the
+            # status printed next is the settled one, not that moment.
+            _wait_ready(config, component, proc, component.health)
+            report(f"{component.name}: healthy at {component.address(config)}")
         else:
             report(f"{component.name}: not on the devices' path; restarting it in place")
             with _locked(config):

@@ -2,10 +2,12 @@
 
 from workbench.tenancy.audit import access_log, record_access
 from workbench.tenancy.principal import ROLES, Principal, Role
+from workbench.tenancy.throttle import LoginThrottled
 from workbench.tenancy.users import User, UserStore, authenticate
 
 __all__ = [
     "ROLES",
+    "LoginThrottled",
     "Principal",
     "Role",
     "User",

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
 
 from workbench.config import Config
 from workbench.tenancy.principal import Principal
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 __all__ = ["ACCESS_LOG", "access_log", "access_log_uri", "record_access"]
 
@@ -53,8 +58,6 @@ def record_access(
 ) -> None:
     """Append one entry. Never raises: a failing audit write is logged as an error instead
     of failing the user's request (the log line carries the entry)."""
-    from deltalake import write_deltalake
-
     now = dt.datetime.now(dt.UTC)
     principal = who if isinstance(who, Principal) else None
     row = {
@@ -69,14 +72,33 @@ def record_access(
         "day": [now.date()],
     }
     try:
-        write_deltalake(
-            access_log_uri(config),
-            pa.table(row, schema=ACCESS_LOG),
-            mode="append",
-            partition_by=["day"],
-        )
+        _append(access_log_uri(config), pa.table(row, schema=ACCESS_LOG))
     except Exception:
         logger.exception("could not write the access log entry %s", row)
+
+
+# The access log's table, kept open per process: an append through an open table reads
+# only the commits since its last one (about 10 ms a statement here), where opening it by
+# URI replays the log (about 28 ms at 100 versions, more as it grows). Other processes'
+# appends in between are fine: Delta retries an append at the next free version.
+_OPEN: dict[str, DeltaTable] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _append(uri: str, entry: pa.Table) -> None:
+    from deltalake import DeltaTable, write_deltalake
+
+    with _OPEN_LOCK:
+        table = _OPEN.pop(uri, None)
+        if table is not None:
+            try:
+                write_deltalake(table, entry, mode="append", partition_by=["day"])
+                _OPEN[uri] = table
+                return
+            except Exception:  # the table was deleted or replaced meanwhile: open it afresh
+                logger.debug("the open access log table failed; opening %s again", uri)
+        write_deltalake(uri, entry, mode="append", partition_by=["day"])
+        _OPEN[uri] = DeltaTable(uri)
 
 
 def access_log(config: Config, *, principal: Principal) -> pl.DataFrame:

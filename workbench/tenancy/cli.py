@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from workbench.cli import ArgumentParser, Verb, print_table, say
+from workbench.cli import Verb, print_table, say, verb_group
 from workbench.config import Config
 from workbench.exceptions import InvalidInput
 from workbench.tenancy.passwords import new_password
@@ -32,8 +32,9 @@ def add_principal_option(parser: argparse.ArgumentParser) -> None:
 def resolve_principal(config: Config, args: argparse.Namespace) -> Principal:
     """The principal a CLI call acts as: ``--as USER`` after a login, else the platform admin.
 
-    The CLI runs on the server, next to the lake, so without ``--as`` it is the
-    administrator (as DESIGN.md §5 says); ``--as`` narrows it to a user's scope.
+    The CLI runs on the server, next to the lake and its secrets, so without ``--as`` it
+    is the platform administrator; ``--as`` narrows it to a user's scope (see
+    docs/architecture.md, "Tenancy").
     """
     user = getattr(args, "as_user", None)
     if not user:
@@ -47,7 +48,16 @@ def resolve_principal(config: Config, args: argparse.Namespace) -> Principal:
                 hint="set WORKBENCH_PASSWORD or run in a terminal to be prompted",
             )
         password = getpass.getpass(f"password for {user}: ")
-    return authenticate(config, user, password, door="cli")
+    return authenticate(config, user, password, door="cli", source=_local_source())
+
+
+def _local_source() -> str:
+    """The CLI's "client address" for login throttling: the OS user it runs as (every
+    call is a new process, so only the shared throttle state links its attempts)."""
+    try:
+        return f"local:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return f"local:uid-{os.getuid()}"
 
 
 def _read_new_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -142,11 +152,9 @@ def _cmd_list(config: Config, args: argparse.Namespace) -> int:
 
 def register(verb: Verb) -> None:
     """Add ``workbench users …``."""
-    group = verb(
-        "users", None, "workbench users: add, passwd, disable, enable, grant, revoke, list"
+    sub = verb_group(
+        verb, "users", "workbench users: add, passwd, disable, enable, grant, revoke, list"
     )
-    sub = group.add_subparsers(dest="users_command", metavar="COMMAND", parser_class=ArgumentParser)
-    sub.required = True
 
     def cmd(name: str, handler: object, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)

@@ -1,6 +1,6 @@
 """Who is asking, and what they may see: the ``Principal`` every data access takes.
 
-Roles (DESIGN.md §8):
+Roles:
 
 * ``admin`` — the platform operator: every tenant, every building, every action;
 * ``operator`` — provisions and manages devices of one tenant;
@@ -8,8 +8,9 @@ Roles (DESIGN.md §8):
 * ``viewer`` — reads the dashboards of the buildings assigned to them, nothing else.
 
 Filtering happens here, in the library, never only in a UI: readers call
-:meth:`Principal.scope_filter` (a polars expression) or :meth:`Principal.scope_sql`
-(a SQL predicate for the query engine) and writers call :meth:`Principal.require`.
+:meth:`Principal.scope_filter` (a polars expression), :meth:`Principal.scope_arrow`
+(an Arrow dataset filter) or :meth:`Principal.scope_sql` (a SQL predicate) and
+writers call :meth:`Principal.require`.
 
 >>> viewer = Principal("rita", "viewer", "t-acme", frozenset({"b-1"}))
 >>> [viewer.can_read(t, b) for t, b in [("t-acme", "b-1"), ("t-acme", "b-2"), ("t-x", "b-1")]]
@@ -26,6 +27,7 @@ import dataclasses
 from typing import Literal, get_args
 
 import polars as pl
+import pyarrow.compute as pc
 
 from workbench.exceptions import AccessDenied
 
@@ -121,6 +123,22 @@ class Principal:
         expr = pl.col(tenant_col) == pl.lit(self.tenant_id)
         if self.role == "viewer":
             expr = expr & pl.col(building_col).is_in(sorted(self.buildings))
+        return expr
+
+    def scope_arrow(
+        self, *, tenant_col: str = "tenant_id", building_col: str | None = "building_id"
+    ) -> pc.Expression | None:
+        """The same predicate as an Arrow dataset filter (None for admins: everything).
+
+        ``building_col=None`` is a table without buildings, of which a viewer sees no row.
+        """
+        if self.is_admin:
+            return None
+        expr = pc.field(tenant_col) == self.tenant_id
+        if self.role == "viewer":
+            if building_col is None:
+                return pc.scalar(False)
+            expr = expr & pc.field(building_col).isin(sorted(self.buildings))
         return expr
 
     def scope_sql(self, *, tenant_col: str = "tenant_id", building_col: str = "building_id") -> str:

@@ -4,11 +4,13 @@ Passwords are stored only as scrypt hashes. Every change is a Delta commit whose
 metadata names the actor; :func:`authenticate` turns a user name and password into
 a :class:`~workbench.tenancy.principal.Principal`, logging each failure to the
 access log, and spends the same scrypt work on unknown users as on known ones
-so response times do not reveal which user names exist.
+so response times do not reveal which user names exist; repeated failures are
+throttled by :mod:`workbench.tenancy.throttle`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -28,6 +30,7 @@ from workbench.exceptions import (
 from workbench.tenancy.audit import record_access
 from workbench.tenancy.passwords import DUMMY_HASH, hash_password, verify_password
 from workbench.tenancy.principal import ROLES, Principal, Role
+from workbench.tenancy.throttle import LoginThrottle, LoginThrottled
 
 __all__ = ["USERS", "User", "UserStore", "authenticate"]
 
@@ -92,7 +95,7 @@ class UserStore:
 
     def frame(self) -> pl.DataFrame:
         """Every user, password hashes included (admin tooling only)."""
-        return self._registry.frame("users")
+        return self._registry.frame("users", USERS)
 
     def _row(self, user_id: str) -> dict[str, Any]:
         rows = self.frame().filter(pl.col("user_id") == user_id)
@@ -122,7 +125,7 @@ class UserStore:
         by: Principal,
     ) -> User:
         """Add a user; the tenant and buildings must exist and belong together."""
-        from workbench.registry.store import valid_id
+        from workbench.registry.records import valid_id
 
         by.require("manage_users")
         valid_id(user_id, "user name")
@@ -224,38 +227,58 @@ class UserStore:
         return self.get(user_id)
 
 
-def authenticate(config: Config, user: str, password: str, *, door: str = "api") -> Principal:
+def authenticate(
+    config: Config, user: str, password: str, *, door: str = "api", source: str | None = None
+) -> Principal:
     """The principal for ``user`` when ``password`` is right and the user active.
 
-    Raises :class:`AuthenticationFailed`; every failure is written to the access
-    log. Unknown users cost one scrypt check like known ones.
+    ``source`` is the client's address (or ``local:<os user>`` for the CLI): failed
+    logins are throttled per user name and per source (see
+    :mod:`workbench.tenancy.throttle`), and while either is backed off every attempt is
+    refused with :class:`~workbench.tenancy.throttle.LoginThrottled`, the right password
+    included. Raises :class:`AuthenticationFailed`; every failure is written to the
+    access log. Unknown users cost one scrypt check like known ones, and are throttled
+    like them.
     """
-    rows = UserStore(config).frame().filter(pl.col("user_id") == user)
-    row = rows.row(0, named=True) if rows.height else None
-    ok = verify_password(password, row["password_hash"] if row else DUMMY_HASH)
-    if row is None or not ok:
-        record_access(
-            config,
-            user,
-            action=f"login:{door}",
-            target=user,
-            outcome="denied",
-            detail="unknown user or wrong password",
-        )
-        raise AuthenticationFailed(
-            "invalid user name or password", hint="check both, or ask an admin to reset it"
-        )
-    if row["status"] != "active":
-        record_access(
-            config,
-            user,
-            action=f"login:{door}",
-            target=user,
-            outcome="denied",
-            detail="user disabled",
-        )
-        raise AuthenticationFailed(f"user {user!r} is disabled", hint="ask an admin to enable it")
-    return _user(row).principal()
+    throttle = LoginThrottle.for_config(config)
+    try:
+        admission = throttle.admit(user, source)
+    except LoginThrottled:
+        _denied(config, user, door, "throttled")
+        raise
+    settled = False
+    try:
+        rows = UserStore(config).frame().filter(pl.col("user_id") == user)
+        row = rows.row(0, named=True) if rows.height else None
+        ok = verify_password(password, row["password_hash"] if row else DUMMY_HASH)
+        if row is None or not ok:
+            settled = True  # a failed guess: it stays counted
+            for label, seconds, failures in admission.locked():
+                logger.warning(
+                    "%s backed off for %.0f s after %d failed logins", label, seconds, failures
+                )
+            _denied(config, user, door, "unknown user or wrong password")
+            raise AuthenticationFailed(
+                "invalid user name or password", hint="check both, or ask an admin to reset it"
+            )
+        if row["status"] != "active":
+            _denied(config, user, door, "user disabled")
+            raise AuthenticationFailed(
+                f"user {user!r} is disabled", hint="ask an admin to enable it"
+            )
+        throttle.succeeded(admission)
+        settled = True
+        return _user(row).principal()
+    finally:
+        if not settled:  # disabled, or the check itself failed: no guess to count
+            with contextlib.suppress(AuthenticationFailed):  # logged; keep the first error
+                throttle.refund(admission)
+
+
+def _denied(config: Config, user: str, door: str, detail: str) -> None:
+    record_access(
+        config, user, action=f"login:{door}", target=user, outcome="denied", detail=detail
+    )
 
 
 def _user(row: dict[str, Any]) -> User:
@@ -277,9 +300,17 @@ def _role(value: str) -> Role:
     raise InvalidInput(f"invalid role {value!r}", hint=f"choose one of {', '.join(ROLES)}")
 
 
+PASSWORD_MAX = 1024  # a pass phrase fits; megabytes would only make hashing slow
+
+
 def _check_password(password: str) -> None:
     if len(password) < 8:
         raise InvalidInput("password too short", hint="use at least 8 characters")
+    if len(password) > PASSWORD_MAX:
+        raise InvalidInput(
+            f"password is {len(password):,} characters long, at most {PASSWORD_MAX} are allowed",
+            hint=f"use 8 to {PASSWORD_MAX} characters",
+        )
 
 
 def _now() -> dt.datetime:

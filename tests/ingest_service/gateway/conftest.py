@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
 import json
 import subprocess
 import sys
@@ -15,8 +16,10 @@ from typing import Any
 import psutil
 import pytest
 
+from proving.processes import stop_process
 from tests.conftest import isolated_env
 from workbench.config import Config
+from workbench.kafka import external_env
 from workbench.registry import Registry, sas_token
 from workbench.tenancy.principal import Principal
 
@@ -99,12 +102,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         workers = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         workers = []
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, timeout_s=20)
     _gone, alive = psutil.wait_procs(workers, timeout=10)
     for worker in alive:
         worker.kill()
@@ -114,17 +112,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def live_gateway(kafka_config: Config, **overrides: str) -> Iterator[LiveGateway]:
     """A gateway on free ports; tenant t-1, building b-1 and device dev-1 provisioned."""
     kafka_config.home.mkdir(parents=True, exist_ok=True)
-    env = isolated_env(
-        kafka_config.home,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_config.bootstrap_servers,
-        WORKBENCH_TOPIC=kafka_config.topic,
-        WORKBENCH_LAKE=kafka_config.lake,
-        WORKBENCH_REGISTRY_POLL="0.3",
-        WORKBENCH_GATEWAY_MAX_BODY="65536",
-        WORKBENCH_GATEWAY_MAX_BATCH="1000",
-        WORKBENCH_LOG_LEVEL="INFO",
-        **overrides,
-    )
+    settings = {
+        **external_env(kafka_config),
+        "WORKBENCH_TOPIC": kafka_config.topic,
+        "WORKBENCH_LAKE": kafka_config.lake,
+        "WORKBENCH_REGISTRY_POLL": "0.3",
+        "WORKBENCH_GATEWAY_MAX_BODY": "65536",
+        "WORKBENCH_GATEWAY_MAX_BATCH": "1000",
+        "WORKBENCH_LOG_LEVEL": "INFO",
+    }
+    env = isolated_env(kafka_config.home, **{**settings, **overrides})
     config = Config.from_env(env)
     registry = Registry(config, principal=Principal.system("test"))
     registry.add_tenant("t-1")
@@ -143,3 +140,16 @@ def gateway(kafka_config: Config) -> Iterator[LiveGateway]:
     """A gateway with the default number of workers (WORKBENCH_GATEWAY_WORKERS)."""
     with live_gateway(kafka_config) as live:
         yield live
+
+
+def post_event(conn: http.client.HTTPConnection, token: str, body: str) -> tuple[int, str]:
+    """POST one event body on ``conn``: (status, the problem's reason; empty for 202)."""
+    conn.request(
+        "POST",
+        "/v1/telemetry",
+        body=body,
+        headers={"Authorization": token, "Content-Type": "application/json"},
+    )
+    response = conn.getresponse()
+    text = response.read().decode()
+    return response.status, "" if response.status == 202 else json.loads(text).get("reason", "")

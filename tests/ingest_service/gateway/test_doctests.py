@@ -8,7 +8,15 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["ingest_service.gateway.validation"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ingest_service.gateway.validation",
+        "ingest_service.gateway.replay",
+        "ingest_service.gateway.mqtt_codec",
+        "ingest_service.gateway.tls",
+    ],
+)
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0

@@ -103,3 +103,12 @@ def test_malformed_and_refused_frames_get_err_and_are_counted(gateway: LiveGatew
     assert 'gateway_rejected_total{channel="fbk1",reason="bad_signature",status="401"} 2.0' in (
         gateway.metrics()
     )
+    # a frame correctly signed but refused for its time counts against the device's
+    # building (a note on the topic); frames refused before their signature was checked
+    # do not
+    stale = fbk1.encode_frame("legacy-2", key, now_ms - 2 * 86_400_000, 3, temperature=20.0)
+    assert _exchange(gateway, [stale]) == ["ERR 422 stale"]
+    notes = [e for e in consume(gateway.config, 2, timeout=5) if "rejected" in e]
+    assert [(n["device_id"], n["status"], n["protocol"]) for n in notes] == [
+        ("legacy-2", 422, "fbk1")
+    ]

@@ -19,6 +19,7 @@ import pytest
 from deltalake import DeltaTable
 
 from workbench.config import Config
+from workbench.kafka import client_settings
 
 T0 = dt.datetime(2026, 11, 27, 5, 30, tzinfo=dt.UTC)
 
@@ -59,9 +60,7 @@ def encode(e: dict[str, object]) -> bytes:
 def produce(config: Config, records: list[tuple[bytes | None, bytes]]) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(
-        bootstrap_servers=config.bootstrap_servers, acks="all", linger_ms=5, batch_size=1 << 20
-    )
+    producer = KafkaProducer(**client_settings(config), acks="all", linger_ms=5, batch_size=1 << 20)
     for key, value in records:
         producer.send(config.topic, key=key, value=value)
     producer.flush()
@@ -71,7 +70,7 @@ def produce(config: Config, records: list[tuple[bytes | None, bytes]]) -> None:
 def end_offsets(config: Config) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=config.bootstrap_servers)
+    consumer = KafkaConsumer(**client_settings(config))
     try:
         parts = consumer.partitions_for_topic(config.topic) or set()
         ends = consumer.end_offsets([TopicPartition(config.topic, p) for p in parts])
@@ -140,11 +139,7 @@ class ProcessorProc:
 
 
 def processor_env(config: Config, home: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("WORKBENCH_") and k != "KAFKA_BOOTSTRAP_SERVERS"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKBENCH_", "KAFKA_"))}
     env.update(config.env())
     env["WORKBENCH_HOME"] = str(home)
     env["WORKBENCH_COMMIT_INTERVAL"] = "0.3"

@@ -104,5 +104,5 @@ def test_rebalance_with_records_queued_resumes_from_the_lake(
     produce(config, _records(4_000, first=6_000))
     _drain(config, [(first, first_proc), (second, second_proc)], 10_000)
     _assert_each_record_once(config, 10_000)
-    owned = [set(first_proc.offsets), set(second_proc.offsets)]
+    owned = [set(first_proc.checkpoint.offsets), set(second_proc.checkpoint.offsets)]
     assert all(owned) and not owned[0] & owned[1]

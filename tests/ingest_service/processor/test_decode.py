@@ -105,3 +105,110 @@ def test_a_batch_with_no_event_in_it_is_rejected_not_fatal(
     assert (result.stored, result.rejected) == (0, n)
     stored = pl.read_delta(f"{config.lake}/telemetry_rejected")
     assert stored["source_offset"].to_list() == list(range(n))
+
+
+# Times of RFC 3339's common shape (parsed by pyarrow's cast when a whole batch has it)
+# and others (parsed by the format, as every time was before): the decode must give
+# each the time, or the reason, the format alone gives.
+COMMON_TIMES = [
+    "2026-11-27T05:30:00Z",
+    "2026-11-27T05:30:00.1Z",
+    "2026-11-27T05:30:00.123456Z",
+    "2026-11-27T07:00:00.5+01:30",
+    "2026-11-27T00:30:00-05:00",
+    "2026-11-27T05:30:00-00:00",
+    "2026-11-27T05:31:00+00:01",
+]
+ODD_TIMES = [
+    "2026-02-30T05:30:00Z",  # the shape, but no such day
+    "2026-11-27T05:29:60Z",  # a leap second: the format accepts it, the cast does not
+    "2026-11-27T24:00:00Z",
+    "2026-11-27T05:30:00+24:00",
+    "2026-11-27 05:30:00Z",  # the cast alone would accept these three
+    "2026-11-27T05:30Z",
+    "2026-11-27T05:30:00",
+    "2026-11-27T05:30:00.1234567Z",
+    "2026-11-27T05:30:00+0100",
+    "2026-11-27T05:30:00z",
+]
+
+
+def _format_parse(times: list[str]) -> list[dt.datetime | None]:
+    parsed = pl.Series(times).str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", time_unit="us", strict=False
+    )
+    return parsed.to_list()
+
+
+@pytest.mark.parametrize("odd", [None, *ODD_TIMES])
+def test_times_decode_as_the_format_parses_them_whichever_parse_runs(odd: str | None) -> None:
+    from ingest_service.processor.decode import _common_shape_times
+
+    times = COMMON_TIMES + ([] if odd is None else [odd])
+    received = list(reversed(times))  # received_at takes the same path
+    values = [
+        encode({**event(seq=i), "ts": t, "received_at": r})
+        for i, (t, r) in enumerate(zip(times, received, strict=True))
+    ]
+    accepted, rejected = _decode(values)
+    fast = _common_shape_times(pl.Series(times))
+    assert (fast is None) == (odd is not None)  # the fast parse runs for common batches only
+    expected_ts, expected_received = _format_parse(times), _format_parse(received)
+    ok = [i for i, t in enumerate(expected_ts) if t is not None]
+    assert accepted["seq"].to_list() == ok
+    assert accepted["ts"].to_list() == [expected_ts[i] for i in ok]
+    assert accepted["received_at"].to_list() == [expected_received[i] for i in ok]
+    assert rejected["reason"].to_list() == [
+        "malformed: ts is not RFC 3339 with an offset" for t in expected_ts if t is None
+    ]
+
+
+def _chunk(values: list[bytes], first: int) -> RecordBatch:
+    from ingest_service.processor.ndjson import parse_chunk
+    from ingest_service.processor.packed import Packed
+
+    n = len(values)
+    packed = Packed.of(values)
+    offsets = list(range(first, first + n))
+    return RecordBatch(packed, Packed.of([None] * n), [first % 3] * n, offsets, parse_chunk(packed))
+
+
+@pytest.mark.parametrize(
+    "odd_chunk",
+    [
+        None,
+        [encode(event(seq=90, readings={"temperature": 20.0, "co2": 400}))],  # other columns
+        [encode(event(seq=90)), b"not json"],  # the member could not parse it
+        [encode(event(seq=90, readings={"temperature": "hot"}))],  # other types
+    ],
+)
+def test_chunks_parsed_in_the_member_decode_as_the_decode_parses_them(
+    odd_chunk: list[bytes] | None,
+) -> None:
+    chunks = [
+        [
+            encode(event(seq=10 * c + i, readings={"temperature": 20.0 + i, "voc": i}))
+            for i in range(4)
+        ]
+        for c in range(3)
+    ] + ([] if odd_chunk is None else [odd_chunk])
+    parts = [_chunk(values, 100 * i) for i, values in enumerate(chunks)]
+    assert all(p.parsed is not None for p in parts[:3])
+    joined = RecordBatch.concat(parts)
+    # the poller splits at a batch's size, the checkpoint drops what is stored already
+    for batch in (
+        joined,
+        joined[2:],
+        joined[:7],
+        joined.compress([i % 3 != 1 for i in range(len(joined))]),
+    ):
+        assert (batch.parsed is not None) == (odd_chunk is None)
+        if batch.parsed is not None:
+            assert batch.parsed.num_rows == len(batch)
+        unparsed = RecordBatch(batch.values, batch.keys, batch.partitions, batch.offsets)
+        accepted, rejected = decode(batch, now=NOW, limits=Limits(), promoted={"voc": pa.int64()})
+        again, again_rejected = decode(
+            unparsed, now=NOW, limits=Limits(), promoted={"voc": pa.int64()}
+        )
+        assert accepted.equals(again) and rejected.equals(again_rejected)
+        assert len(accepted) >= 4  # rows of several chunks were compared

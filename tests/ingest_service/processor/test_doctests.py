@@ -8,7 +8,9 @@ import importlib
 import pytest
 
 MODULES = [
+    "ingest_service.processor.checkpoint",
     "ingest_service.processor.decode",
+    "ingest_service.processor.ndjson",
     "ingest_service.processor.packed",
     "ingest_service.processor.dedup",
     "ingest_service.processor.sink",

@@ -273,5 +273,77 @@ def test_records_of_a_partition_not_owned_are_not_stored(
     assert lake.telemetry(config, principal=ADMIN).select(
         "source_partition", "source_offset"
     ).rows() == [(0, 0)]
-    assert set(feed.processor.offsets) == {0}  # nor does it take the partition over
+    assert feed.processor.checkpoint.partitions == [0]  # nor does it take the partition over
     assert "skipping 2 records of partitions not owned here: [1]" in caplog.text
+
+
+def test_a_replay_after_a_crash_between_the_rejected_and_telemetry_commits_rejects_once(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deterministic form of the duplicates the five-SIGKILL test found on object stores:
+    # a replay's batch ends earlier than the crashed one did, and its telemetry_rejected
+    # commit must not move the partition's recorded offset back below what the table holds.
+    clock = FixedClock(T0 + dt.timedelta(minutes=10))
+    good = [encode(event(device=f"d{p}", seq=s)) for p in range(2) for s in range(4)]
+
+    def batch(*records: tuple[int, int]) -> RecordBatch:
+        values = [b"not json" if o % 2 else good[p * 4 + o] for p, o in records]
+        return RecordBatch(
+            values, [b"k"] * len(values), [p for p, _ in records], [o for _, o in records]
+        )
+
+    def restart() -> Processor:
+        processor = Processor(config, clock=clock)
+        processor.assign([0, 1])
+        return processor
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed between the commits")
+
+    # 1. rejects of partition 0 up to offset 3 committed, telemetry's commit never made
+    with monkeypatch.context() as m:
+        m.setattr(sink, "write_telemetry", killed)
+        with pytest.raises(SystemExit):
+            restart().process(batch((0, 0), (0, 1), (0, 2), (0, 3), (1, 0)))
+    # 2. the successor's first batch ends earlier on partition 0, and has a new reject
+    #    on partition 1 (so telemetry_rejected gets a commit naming partition 0 too)
+    restart().process(batch((0, 0), (0, 1), (1, 0), (1, 1)))
+    app = f"{config.processor_group}-{config.topic}-0"
+    assert DeltaTable(f"{config.lake}/telemetry_rejected").transaction_version(app) == 3
+    # 3. the next successor reads on from there
+    restart().process(batch((0, 2), (0, 3), (1, 2), (1, 3)))
+
+    rejected = _rejected(config).sort("source_partition", "source_offset")
+    assert rejected.select("source_partition", "source_offset").rows() == [
+        (0, 1),
+        (0, 3),
+        (1, 1),
+        (1, 3),
+    ]
+    stored = lake.telemetry(config, principal=ADMIN).sort("source_partition", "source_offset")
+    assert stored.select("source_partition", "source_offset").rows() == [
+        (0, 0),
+        (0, 2),
+        (1, 0),
+        (1, 2),
+    ]
+
+
+def test_a_take_over_looks_at_the_rules_again_only_when_they_changed(config, monkeypatch):
+    """Taking partitions over re-reads the rules; the evaluator is told they changed (and
+    drops what it worked out from them) only when the ``alarm_rules`` table moved."""
+    from workbench.alarms import rulebook
+
+    processor = Processor(config, clock=FixedClock(T0))
+    processor.assign([0])
+    told: list[None] = []
+    real = processor.alarms.evaluator.rules_changed
+    monkeypatch.setattr(
+        processor.alarms.evaluator, "rules_changed", lambda: (told.append(None), real())[1]
+    )
+    processor.assign([1])
+    assert told == []  # same rules: nothing to look at again
+    ops = Principal("ops", "operator", "t-1")
+    rulebook.set_rules(config, "t-1", "", source="t-1.toml", principal=ops)
+    processor.assign([2])
+    assert told == [None]

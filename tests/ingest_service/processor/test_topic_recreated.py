@@ -53,7 +53,7 @@ def _start(config: Config, topic: str | None) -> Processor:
 
 def _feed(processor: Processor, kafka_offsets: range, *, first_seq: int) -> None:
     """Records of partition 0 at ``kafka_offsets``, translated as the poller does."""
-    incarnation = processor.incarnations[0]
+    incarnation = processor.checkpoint.incarnations[0]
     values = [encode(event(seq=first_seq + i)) for i in range(len(kafka_offsets))]
     processor.process(
         RecordBatch(
@@ -74,12 +74,12 @@ def test_a_new_topic_id_is_read_from_its_beginning_after_everything_stored(
 ) -> None:
     processor = _start(config, OLD)
     _feed(processor, range(10), first_seq=0)
-    assert processor.position(0) == 10
+    assert processor.checkpoint.position(0) == 10
 
     # the topic was re-created: its offsets start at 0 again
     processor = _start(config, NEW)
-    assert processor.incarnations[0].base == 10
-    assert processor.position(0) == 0
+    assert processor.checkpoint.incarnations[0].base == 10
+    assert processor.checkpoint.position(0) == 0
     _feed(processor, range(4), first_seq=10)
 
     stored = _stored(config)
@@ -87,15 +87,15 @@ def test_a_new_topic_id_is_read_from_its_beginning_after_everything_stored(
     assert stored["source_offset"].to_list() == list(range(14))  # lake offsets never repeat
     # the new incarnation is recorded with the commit: a restart resumes inside it
     processor = _start(config, NEW)
-    assert (processor.incarnations[0].base, processor.position(0)) == (10, 4)
+    assert (processor.checkpoint.incarnations[0].base, processor.checkpoint.position(0)) == (10, 4)
 
 
 def test_a_running_processor_rebases_a_partition_whose_topic_changed(config: Config) -> None:
     processor = _start(config, OLD)
     _feed(processor, range(6), first_seq=0)
-    assert processor.check_topic([0], OLD) == []
-    assert processor.check_topic([0], NEW) == [0]
-    assert (processor.incarnations[0].base, processor.position(0)) == (6, 0)
+    assert processor.checkpoint.check_topic([0], OLD) == []
+    assert processor.checkpoint.check_topic([0], NEW) == [0]
+    assert (processor.checkpoint.incarnations[0].base, processor.checkpoint.position(0)) == (6, 0)
     _feed(processor, range(3), first_seq=6)
     assert _stored(config)["source_offset"].to_list() == list(range(9))
 
@@ -104,11 +104,11 @@ def test_a_lake_without_recorded_topic_ids_adopts_the_topic_it_meets(config: Con
     processor = _start(config, None)  # a broker without topic ids, or an older lake
     _feed(processor, range(5), first_seq=0)
     processor = _start(config, OLD)
-    assert (processor.incarnations[0].base, processor.position(0)) == (0, 5)
+    assert (processor.checkpoint.incarnations[0].base, processor.checkpoint.position(0)) == (0, 5)
     _feed(processor, range(5, 7), first_seq=5)
     # from now on the topic is known: another one is a re-creation
     processor = _start(config, NEW)
-    assert (processor.incarnations[0].base, processor.position(0)) == (7, 0)
+    assert (processor.checkpoint.incarnations[0].base, processor.checkpoint.position(0)) == (7, 0)
 
 
 def test_rows_rejected_before_the_re_creation_keep_their_offsets_below_the_new_base(
@@ -117,9 +117,11 @@ def test_rows_rejected_before_the_re_creation_keep_their_offsets_below_the_new_b
     processor = _start(config, OLD)
     processor.process(RecordBatch([b"not json", b"{}"], [None, None], [0, 0], [0, 1]))
     processor = _start(config, NEW)
-    assert processor.incarnations[0].base == 2
+    assert processor.checkpoint.incarnations[0].base == 2
     processor.process(
-        RecordBatch([b"still not json"], [None], [0], [processor.incarnations[0].lake(0)])
+        RecordBatch(
+            [b"still not json"], [None], [0], [processor.checkpoint.incarnations[0].lake(0)]
+        )
     )
     rejected = pl.read_delta(f"{config.lake}/telemetry_rejected").sort("source_offset")
     assert rejected["source_offset"].to_list() == [0, 1, 2]
@@ -163,6 +165,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         WORKBENCH_TOPIC_PARTITIONS="4",
         WORKBENCH_LAKE=str(tmp_path / "lake"),
         WORKBENCH_PROCESSOR_GROUP=f"recreate-{uuid.uuid4().hex[:6]}",
+        # a topic lost with its broker is what Tansu's memory-only storage does
+        WORKBENCH_BROKER="tansu",
     )
     own = Broker(Config.from_env(env))
     own.start()

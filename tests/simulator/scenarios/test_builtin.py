@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from simulator.fleet import Fleet
-from simulator.scenarios import SCENARIOS, parse_scenarios
+from simulator.scenarios import load_scenario, parse_scenarios, scenario_names
 from simulator.scenarios.builtin import (
     DeprovisionDuringRun,
     FaultySensors,
@@ -34,7 +34,7 @@ def run(spec: str, ticks: int = 6, fleet: Fleet = FLEET) -> list[pl.DataFrame]:
 
 
 def test_registry_and_parsing() -> None:
-    assert set(SCENARIOS) == {
+    assert set(scenario_names()) == {
         "normal",
         "heatwave",
         "fire",
@@ -45,9 +45,9 @@ def test_registry_and_parsing() -> None:
         "deprovision-during-run",
         "burst",
     }
-    for factory in SCENARIOS.values():
-        s = factory()
-        assert s.summary and s.dashboard and s.__doc__
+    for name in scenario_names():
+        s = load_scenario(name)
+        assert s.name == name and s.summary and s.dashboard and s.__doc__
     assert parse_scenarios("normal") == []
     with pytest.raises(SimulatorError, match="unknown scenario 'tornado'"):
         parse_scenarios("heatwave,tornado")

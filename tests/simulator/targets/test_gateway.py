@@ -72,11 +72,20 @@ def test_provisioned_fleet_is_accepted_and_refusals_are_precise(
     assert all(s["outcome"] == "rejected-422 invalid" for s in sent if s["device_id"] in nan)
     assert all(s["outcome"] == "accepted" for s in sent if s["device_id"] in wild)
 
-    # Kafka holds exactly the accepted events, FBK1 ones translated and stamped as such.
+    # Kafka holds exactly the accepted events, FBK1 ones translated and stamped as such,
+    # and a note of each refusal of an authenticated device (the NaN 422s; not the 403s
+    # of unprovisioned ones) for its building's rejected-event rate.
     accepted = [s for s in sent if s["outcome"] == "accepted"]
-    records = [json.loads(v) for _, v in read_topic(gateway_config, len(accepted))]
+    refused = [s for s in sent if s["outcome"] == "rejected-422 invalid"]
+    read = read_topic(gateway_config, len(accepted) + len(refused))
+    everything = [json.loads(v) for _, v in read]
+    records = [r for r in everything if "rejected" not in r]
+    notes = [r for r in everything if "rejected" in r]
     assert sorted((r["device_id"], r["seq"]) for r in records) == sorted(
         (s["device_id"], s["seq"]) for s in accepted
+    )
+    assert sorted((n["device_id"], n["rejected"], n["status"]) for n in notes) == sorted(
+        (s["device_id"], "invalid", 422) for s in refused
     )
     legacy = {d.device_id for d in fleet.devices if d.protocol == "fbk1"}
     assert legacy

@@ -19,9 +19,8 @@ from ingest_service.processor.processor import Processor
 from simulator.fleet import Fleet
 from simulator.provision import provision_fleet
 from simulator.scenarios import parse_scenarios
-from tests.conftest import isolated_env
+from tests.conftest import add_users, isolated_env
 from workbench.config import Config
-from workbench.tenancy import Principal, UserStore
 
 USERS = {
     # user: (role, tenant, password, buildings)
@@ -81,16 +80,7 @@ def make_lake(home: Path, *, minutes: int = MINUTES, **overrides: str) -> DashLa
     config = Config.from_env(env)
     fleet = Fleet.generate(DEVICES, seed=3, tenants=2, buildings=4)
     provision_fleet(config, fleet)
-    store = UserStore(config)
-    for user, (role, tenant, password, buildings) in USERS.items():
-        store.add(
-            user,
-            role=role,
-            tenant=tenant,
-            password=password,
-            buildings=buildings,
-            by=Principal.system(),
-        )
+    add_users(config, USERS)
     processor = Processor(config)
     processor.assign([0])
     lake = DashLake(config, env, fleet, processor)

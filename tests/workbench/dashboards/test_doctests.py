@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
 
+from tests.doctests import assert_examples_pass
+
 MODULES = [
+    "workbench.dashboards.analyst",
     "workbench.dashboards.identity",
+    "workbench.dashboards.sessions",
     "workbench.dashboards.data",
+    "workbench.dashboards.notebook_files",
     "workbench.dashboards.provisioning",
     "workbench.dashboards.reports",
+    "workbench.dashboards.views.panel_common",
+    "workbench.dashboards.views.formatting",
+    "workbench.dashboards.login",
 ]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_doctests(name):
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    assert_examples_pass(name)

@@ -22,6 +22,8 @@ def test_report_daily_writes_html(lake, tmp_path):
     assert html.strip().endswith("</html>")
     assert "b-0001 (tenant t-0001)" in html and "Completeness per device" in html
     assert "dev-000002" in html  # the silent device is listed with 0 events
+    # tables for people, not polars' frame reprs
+    assert "shape: (" not in html and "<th>events expected</th>" in html
 
 
 def test_report_refuses_an_unknown_building_in_one_line(lake):

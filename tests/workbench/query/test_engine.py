@@ -8,12 +8,12 @@ import duckdb
 import polars as pl
 import pytest
 
+from proving.sample import write_sample_lake
 from tests.conftest import isolated_env
 from workbench.config import Config
 from workbench.exceptions import AccessDenied, QueryRefused
 from workbench.lake.tables import table_uri
 from workbench.query.engine import QuerySession
-from workbench.query.sample import write_sample_lake
 from workbench.tenancy.principal import Principal
 
 

@@ -50,6 +50,23 @@ def test_unknown_table_and_syntax_error_are_failures_not_crashes():
         parse_statement("SELECT FROM WHERE", tables=TABLES)
 
 
+@pytest.mark.parametrize(
+    ("sql", "where"),
+    [("SELEC 1", "line 1, column 1"), ("-- a note\n  SELCT *", "line 2, column 3")],
+)
+def test_a_misspelt_first_word_is_a_syntax_error_not_a_refusal(sql, where):
+    with pytest.raises(QueryFailed) as info:
+        parse_statement(sql, tables=TABLES)
+    assert str(info.value).startswith(f"HiveQL syntax error: unknown statement '{sql.split()[-2]}'")
+    assert f"({where})" in str(info.value) and "did you mean SELECT?" in str(info.value)
+
+
+@pytest.mark.parametrize("sql", ["INSERT INTO t VALUES (1)", "ATTACH 'x.db'", "SET a=1"])
+def test_real_statements_that_do_not_run_here_are_still_refused(sql):
+    with pytest.raises(QueryRefused, match="statements are refused"):
+        parse_statement(sql, tables=TABLES)
+
+
 def test_translation_of_hive_functions():
     st = parse_statement(
         "SELECT unix_timestamp(ts), unix_timestamp(), collect_list(seq), "

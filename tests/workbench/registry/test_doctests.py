@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
 
+from tests.doctests import assert_examples_pass
+
 MODULES = [
+    "workbench.registry.compact",
+    "workbench.registry.feed",
     "workbench.registry.keys",
     "workbench.registry.store",
+    "workbench.registry.records",
+    "ingest_service.translators",
     "ingest_service.gateway.validation",
     "ingest_service.translators.fbk1",
     "ingest_service.translators.bin1",
@@ -18,6 +21,4 @@ MODULES = [
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0
-    assert result.failed == 0
+    assert_examples_pass(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import psutil
@@ -23,12 +24,32 @@ def test_whole_stack_comes_up_healthy_moves_data_and_goes_down_without_leftovers
     try:
         up = run_cli(env, "up", timeout=600)
         assert up.returncode == 0, up.stderr[-3000:]
-        assert "demo logins (shown once" in up.stdout
         logins = tmp_path / "home" / "demo-logins.txt"
+        assert f"demo logins (created; passwords in {logins}" in up.stdout
         assert logins.stat().st_mode & 0o777 == 0o600
+        passwords = [line.split("\t")[4] for line in logins.read_text().splitlines()[1:]]
+        assert len(passwords) == 7
+        assert [p for p in passwords if p in up.stdout + up.stderr] == []
         status = json.loads(run_cli(env, "status", "--json").stdout)
         names = [c["name"] for c in status["components"]]
-        assert names == ["broker", "gateway", "processor", "hiveserver2", "voila", "simulator"]
+        # the hub gives each user an OS account: it starts only as root (as the tests run)
+        hub = ["hub"] if os.geteuid() == 0 else []
+        assert names == [
+            "broker",
+            "gateway",
+            "processor",
+            "notifier",
+            "hiveserver2",
+            "voila",
+            *hub,
+            "simulator",
+        ]
+        if hub:
+            assert (
+                f"JupyterHub           http://127.0.0.1:{env['WORKBENCH_HUB_PORT']}/" in up.stdout
+            )
+            hub_line = next(c for c in status["components"] if c["name"] == "hub")
+            assert hub_line["metrics"] == {"servers": 0, "max_servers": 20, "spawn_failures": 0}
         assert status["healthy"], status
         pids = [c["pid"] for c in status["components"]]
 
@@ -46,8 +67,8 @@ def test_whole_stack_comes_up_healthy_moves_data_and_goes_down_without_leftovers
         # a second `up` changes nothing
         again = run_cli(env, "up", timeout=300)
         assert again.returncode == 0
-        assert again.stderr.count("already running") == 6
-        assert "demo logins: see" in again.stdout
+        assert again.stderr.count("already running") == len(names)
+        assert f"demo logins (passwords in {logins}" in again.stdout
     finally:
         down = run_cli(env, "down", timeout=300)
     assert down.returncode == 0

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from workbench.config import Config
-from workbench.stack.base import Component, registered
+from workbench.stack.base import Component
+from workbench.stack.components import registered
 
 _POOL = textwrap.dedent(
     """
@@ -52,13 +53,22 @@ def test_crashed_workers_are_counted_in_the_state_file(tmp_path: Path) -> None:
 
 
 def test_a_state_file_that_cannot_be_written_does_not_stop_the_pool(tmp_path: Path) -> None:
-    (tmp_path / "demo.pool.tmp").mkdir()  # writing the state fails like on a full disk
+    # a folder where the state file goes: renaming the written state over it fails (with
+    # IsADirectoryError) like a write on a full disk
+    (tmp_path / "demo.pool.json").mkdir()
     pool = _pool(tmp_path, "import time; time.sleep(60)")
-    time.sleep(2)
+    assert pool.stdout is not None
+    said = []
+    for line in pool.stdout:  # until the pool runs (however long its start takes here)
+        said.append(line)
+        if "cannot write" in line:
+            break
+    time.sleep(2)  # more state writes fail meanwhile
     assert pool.poll() is None
     pool.send_signal(signal.SIGTERM)
     out, _ = pool.communicate(timeout=30)
-    assert pool.returncode == 0
+    out = "".join(said) + out
+    assert pool.returncode == 0, out
     assert out.count("cannot write") == 1, out  # said once, not every tick
 
 

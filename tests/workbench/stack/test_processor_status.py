@@ -21,7 +21,9 @@ from tests.ingest_service.processor.conftest import encode, event
 from tests.workbench.lake.test_freshness import state_row, write_state
 from tests.workbench.test_kafka import commit, produce
 from workbench.config import Config
-from workbench.stack.base import Component, Detail, registered
+from workbench.kafka import client_settings
+from workbench.stack.base import Component, Detail
+from workbench.stack.components import registered
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +87,25 @@ def test_unreachable_kafka_makes_the_line_say_so(lag_config: Config):
     assert detail.metrics["freshness_seconds"] is None  # no building_state yet
 
 
+def test_the_line_shows_the_last_lake_maintenance_and_its_outcome(lag_config: Config):
+    from workbench.lake.maintain import maintain
+
+    before = processor().describe(lag_config)  # type: ignore[misc]
+    assert isinstance(before, Detail)
+    assert "; no lake maintenance yet" in before.text, before.text
+    assert before.metrics is not None and before.metrics["last_maintenance"] is None
+
+    write_state(lag_config, [state_row("t-1", "b-1", dt.datetime.now(dt.UTC))])
+    maintain(lag_config)
+    after = processor().describe(lag_config)  # type: ignore[misc]
+    assert isinstance(after, Detail)
+    assert "; lake maintained " in after.text and " ago: 0 files compacted into 0, " in after.text
+    assert after.metrics is not None
+    assert after.metrics["last_maintenance"]["outcome"] == "ok"
+    assert after.metrics["last_maintenance"]["tables"] == 1  # building_state only
+    json.dumps(after.metrics)
+
+
 def _processor_entry(env: dict[str, str]) -> dict:
     doc = json.loads(run_cli(env, "status", "--json").stdout)
     return next(c for c in doc["components"] if c["name"] == "processor")
@@ -96,7 +117,7 @@ def test_status_json_of_a_running_processor_carries_lag_and_freshness(wb_env):
     assert up.returncode == 0, up.stderr
     config = Config.from_env(env)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    producer = KafkaProducer(bootstrap_servers=config.bootstrap_servers, acks="all", linger_ms=20)
+    producer = KafkaProducer(**client_settings(config), acks="all", linger_ms=20)
     seq = 0
     for partition, n in {0: 5, 2: 8}.items():
         for _ in range(n):
@@ -127,7 +148,7 @@ def test_status_json_of_a_running_processor_carries_lag_and_freshness(wb_env):
         (8, 8, 0),
     ]
     assert entry["metrics"]["freshness_seconds"] >= 2
-    # only components with numbers carry "metrics" (DESIGN.md §5's fields stay as they were)
+    # only components with numbers carry "metrics": status --json's fields are a contract
     doc = json.loads(run_cli(env, "status", "--json").stdout)
     broker = next(c for c in doc["components"] if c["name"] == "broker")
     assert set(broker) == {"name", "healthy", "pid", "address", "detail"}

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -18,8 +19,18 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.conftest import isolated_env, run_cli
 from workbench.config import Config
+from workbench.kafka import client_settings
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def wb_env(tmp_path):
+    """Tansu, whatever broker the session runs on: these tests check its light mode (the
+    Apache Kafka broker has tests of its own in test_kafka_broker.py)."""
+    env = isolated_env(tmp_path / "home", WORKBENCH_BROKER="tansu")
+    yield env
+    run_cli(env, "down")
 
 
 def _status(env: dict[str, str]) -> tuple[int, dict]:
@@ -45,6 +56,7 @@ def test_up_status_down_lifecycle(wb_env):
     assert set(broker) == {"name", "healthy", "pid", "address", "detail"}
     assert broker["name"] == "broker"
     assert broker["healthy"] is True
+    assert broker["detail"] == "Tansu light mode: events in memory only"
     assert broker["address"] == f"127.0.0.1:{wb_env['WORKBENCH_KAFKA_PORT']}"
     proc = psutil.Process(broker["pid"])
     assert "tansu" in proc.name()
@@ -83,7 +95,8 @@ def test_topic_is_created_with_the_configured_partitions(tmp_path):
         assert run_cli(env, "up", "broker").returncode == 0
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{env['WORKBENCH_KAFKA_PORT']}")
+        # the session's broker kind; Apache Kafka takes the home's credentials only
+        admin = KafkaAdminClient(**client_settings(Config.from_env(env)))
         (topic,) = admin.describe_topics(["events"])
         admin.close()
         assert len(topic["partitions"]) == 3
@@ -117,26 +130,32 @@ def test_kafka_python_produces_and_consumes_through_the_embedded_broker(wb_env):
     assert received == sent
 
 
-@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (make system-deps)")
-@pytest.mark.xfail(
+_KCAT_ON_TANSU = pytest.mark.xfail(
     strict=True,
     reason="Debian 12's kcat 1.7.1 (librdkafka 2.0.2) cannot parse Tansu 0.6.0's ApiVersions v3 "
-    "response ('Read underflow'); kcat works against a real Kafka. Strict: this turns red when "
-    "either side is fixed, so the README can be updated.",
+    "response ('Read underflow'). Strict: this turns red when either side is fixed, so the "
+    "README can be updated.",
 )
-def test_kcat_produces_and_consumes_through_the_embedded_broker(wb_env):
-    assert run_cli(wb_env, "up", "broker").returncode == 0
-    servers = f"127.0.0.1:{wb_env['WORKBENCH_KAFKA_PORT']}"
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (make system-deps)")
+@pytest.mark.parametrize("broker", ["kafka", pytest.param("tansu", marks=_KCAT_ON_TANSU)])
+def test_kcat_produces_and_consumes_through_the_embedded_broker(wb_env, broker):
+    env = {**wb_env, "WORKBENCH_BROKER": broker}
+    assert run_cli(env, "up", "broker", timeout=180).returncode == 0
+    kcat = ["kcat", "-b", f"127.0.0.1:{env['WORKBENCH_KAFKA_PORT']}"]
+    if broker == "kafka":  # its port takes the workbench's own credentials only
+        kcat += ["-F", str(Path(env["WORKBENCH_HOME"]) / "kafka" / "client.properties")]
     lines = [f"kcat-{uuid.uuid4().hex}" for _ in range(5)]
     subprocess.run(
-        ["kcat", "-b", servers, "-t", "telemetry", "-P", "-p", "0"],
+        [*kcat, "-t", "telemetry", "-P", "-p", "0"],
         input="\n".join(lines) + "\n",
         text=True,
         check=True,
         timeout=30,
     )
     out = subprocess.run(
-        ["kcat", "-b", servers, "-t", "telemetry", "-C", "-p", "0", "-o", "beginning", "-e"],
+        [*kcat, "-t", "telemetry", "-C", "-p", "0", "-o", "beginning", "-e"],
         capture_output=True,
         text=True,
         check=True,
@@ -193,14 +212,23 @@ def test_unknown_component(wb_env):
     _assert_one_clear_line(result.stderr, "unknown component 'brokr'", "broker, kafka, gateway")
 
 
+def test_a_component_this_configuration_does_not_run_is_refused_not_ignored(wb_env):
+    # no KAFKA_BOOTSTRAP_SERVERS: the embedded broker runs, the external 'kafka' is off
+    result = run_cli(wb_env, "up", "kafka")
+    assert result.returncode == 1
+    _assert_one_clear_line(
+        result.stderr, "component 'kafka' is off in this configuration", "broker, gateway"
+    )
+
+
 def test_unknown_command():
     result = run_cli(isolated_env(__import__("pathlib").Path("/nonexistent")), "frobnicate")
     assert result.returncode == 2
     _assert_one_clear_line(result.stderr, "invalid choice: 'frobnicate'", "workbench --help")
 
 
-def test_help_shows_env_defaults(wb_env):
-    result = run_cli({**wb_env, "WORKBENCH_TOPIC": "events"}, "up", "--help")
+def test_help_env_shows_env_defaults(wb_env):
+    result = run_cli({**wb_env, "WORKBENCH_TOPIC": "events"}, "help", "env")
     assert result.returncode == 0
     assert "WORKBENCH_KAFKA_PORT" in result.stdout
     assert "events  [telemetry]" in result.stdout

@@ -2,7 +2,7 @@
 
 Doors covered here: the Python API (Registry reads and writes, the lake reading
 API) and the CLI (`--as USER`). The dashboards (tests/workbench/dashboards) and
-the HiveServer2 endpoint (tests/ingest_service/hiveserver2) have theirs next to them.
+the HiveServer2 endpoint (tests/workbench/query/hiveserver2) have theirs next to them.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from tests.workbench.tenancy.conftest import ADMIN, PASSWORD
+from workbench.config import Config
 from workbench.exceptions import (
     AccessDenied,
     AlreadyExists,
@@ -103,3 +104,10 @@ def test_grant_and_revoke_change_what_a_viewer_sees(tenancy):
     assert authenticate(tenancy.config, "vera", PASSWORD).buildings == {"b-a1", "b-a2"}
     users.revoke("vera", ("b-a1",), by=ADMIN)
     assert authenticate(tenancy.config, "vera", PASSWORD).buildings == {"b-a2"}
+
+
+def test_a_store_without_users_answers_not_found_and_an_empty_list(tmp_path):
+    store = UserStore(Config.from_env({"WORKBENCH_HOME": str(tmp_path)}))
+    with pytest.raises(NotFound, match="user 'nobody' does not exist"):
+        store.get("nobody")
+    assert store.list() == []

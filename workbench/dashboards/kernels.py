@@ -1,0 +1,184 @@
+"""Who may use a Voila kernel, and how many kernels there may be.
+
+* A kernel belongs to the user whose page started it (read from the signed identity
+  Voila hands the kernel); its REST calls (``/api/kernels/<id>``, Voila's shutdown call)
+  and its websocket answer that user only — anyone else, even of the same tenant, gets
+  404, as if there were no such kernel.
+* A kernel websocket must ask for the ``v1.kernel.websocket.jupyter.org`` subprotocol:
+  without it jupyter_server would send the legacy frames, which Voila 0.5 reads as v1 —
+  it takes the first 8 bytes for a count of offsets near 10^18 and builds that list on
+  the server's only thread. Such a socket is refused (400) before the upgrade.
+* A page is refused (503, saying why) when its user already runs
+  ``WORKBENCH_DASHBOARD_MAX_KERNELS_PER_USER`` kernels or the server
+  ``WORKBENCH_DASHBOARD_MAX_KERNELS``; jupyter_server's culler shuts down a kernel with no
+  open page after ``WORKBENCH_DASHBOARD_KERNEL_IDLE`` seconds (a tab closed without its
+  unload call, a dropped network).
+* The notebook listing (``/voila/api/contents``) answers 404 to everyone: the start page
+  it served redirects to the Panel server, and a viewer may open no Voila page at all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from workbench.config import Config
+from workbench.dashboards.identity import IDENTITY_ENV, verify_identity
+from workbench.filemodes import write_json
+
+__all__ = [
+    "SUBPROTOCOL",
+    "cull_traits",
+    "guard_handlers",
+    "kernel_count_line",
+    "kernel_manager_class",
+    "write_kernel_count",
+]
+
+SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
+
+
+def cull_traits(config: Config) -> dict[str, Any]:
+    """jupyter_server's culler settings for ``config``: idle kernels with no connection."""
+    idle = max(1, config.dashboard_kernel_idle)
+    return {
+        "cull_idle_timeout": idle,
+        "cull_interval": max(1, min(60, idle // 2)),
+        "cull_connected": False,
+        "cull_busy": False,
+    }
+
+
+def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
+    """A kernel manager that records each kernel's owner and caps kernels per user and
+    in total."""
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from tornado.web import HTTPError
+
+    class WorkbenchKernelManager(AsyncMappingKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+            self.owners: dict[str, str] = {}
+            self.starting: list[str] = []
+
+        def owner(self, kernel_id: str) -> str | None:
+            """The user whose page started ``kernel_id`` (None: no such kernel)."""
+            return self.owners.get(kernel_id) if kernel_id in self else None
+
+        def _admit(self, user: str) -> None:
+            running = set(self.list_kernel_ids())
+            self.owners = {k: u for k, u in self.owners.items() if k in running}
+            users = [*self.owners.values(), *self.starting]
+            mine = users.count(user)
+            why = None
+            if mine >= config.dashboard_max_kernels_per_user:
+                why = (
+                    f"{user} already has {mine} dashboard kernels running, the most one user "
+                    "may have: close another provisioning page, or wait until an abandoned "
+                    "one is shut down"
+                )
+            elif len(users) >= config.dashboard_max_kernels:
+                why = (
+                    f"the dashboards run {len(users)} kernels, the most they may: "
+                    "try again in a few minutes"
+                )
+            if why:
+                # Voila's error page shows the reason phrase only: it carries the why
+                raise HTTPError(503, "%s", why, reason=why)
+
+        async def start_kernel(self, **kwargs: Any) -> str:  # type: ignore[override]
+            env = kwargs.get("env") or {}
+            user = verify_identity(secret, env.get(IDENTITY_ENV, ""), now=time.time())
+            if user is None:
+                raise HTTPError(403, "this page carries no valid login")
+            self._admit(user)
+            # 1. hold the slot while the kernel starts, so concurrent pages count
+            self.starting.append(user)
+            try:
+                kernel_id = str(await super().start_kernel(**kwargs))
+            finally:
+                self.starting.remove(user)
+            # 2. the kernel is its user's from now on
+            self.owners[kernel_id] = user
+            return kernel_id
+
+    return WorkbenchKernelManager
+
+
+def write_kernel_count(config: Config, manager: Any) -> None:
+    """Write how many kernels ``manager`` runs, and the caps, to
+    ``$WORKBENCH_HOME/run/dashboard-kernels.json`` for ``workbench status``."""
+    count = {
+        "kernels": len(manager.list_kernel_ids()),
+        "max_kernels": config.dashboard_max_kernels,
+        "at": time.time(),
+    }
+    write_json(config.run_dir / "dashboard-kernels.json", count)
+
+
+def kernel_count_line(config: Config) -> tuple[str, dict[str, int]] | None:
+    """``workbench status``'s words and figures for the kernels :func:`write_kernel_count`
+    last wrote, with a warning once they near their cap; None before the first count."""
+    try:
+        count = json.loads((config.run_dir / "dashboard-kernels.json").read_text())
+    except (OSError, ValueError):
+        return None
+    kernels, cap = int(count["kernels"]), int(count["max_kernels"])
+    text = f"{kernels} of {cap} provisioning kernels"
+    if kernels >= 0.8 * cap:
+        text += " (near the cap WORKBENCH_DASHBOARD_MAX_KERNELS: new pages will be refused)"
+    return text, {"kernels": kernels, "max_kernels": cap}
+
+
+def _check_owner(handler: Any, kernel_id: str) -> None:
+    from tornado.web import HTTPError
+
+    user = handler.current_user
+    owner = handler.kernel_manager.owner(kernel_id)
+    if user is None or owner is None or owner != user.username:
+        raise HTTPError(404, "no such kernel")
+
+
+def guard_handlers(handlers: list[Any]) -> list[Any]:
+    """Voila's handlers with the kernel and contents handlers replaced by guarded ones."""
+    from jupyter_server.services.kernels.handlers import KernelHandler
+    from tornado.web import HTTPError, RequestHandler
+    from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
+    from voila.tornado.contentshandler import VoilaContentsHandler
+    from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
+
+    class OwnKernelHandler(KernelHandler):
+        async def prepare(self, **kwargs: Any) -> None:
+            await super().prepare(**kwargs)
+            if not self._finished:
+                _check_owner(self, self.path_kwargs["kernel_id"])
+
+    class OwnShutdownHandler(VoilaShutdownKernelHandler):  # type: ignore[misc]
+        async def prepare(self, **kwargs: Any) -> None:
+            await super().prepare(**kwargs)
+            if not self._finished:
+                _check_owner(self, self.path_args[0])
+
+    class OwnWebsocketHandler(VoilaKernelWebsocketHandler):  # type: ignore[misc]
+        async def get(self, kernel_id: str, *args: Any, **kwargs: Any) -> None:
+            offered = self.request.headers.get("Sec-WebSocket-Protocol", "")
+            if SUBPROTOCOL not in (p.strip() for p in offered.split(",")):
+                raise HTTPError(400, "kernel websockets speak %s only", SUBPROTOCOL)
+            _check_owner(self, kernel_id)
+            await super().get(kernel_id, *args, **kwargs)
+
+    class NoListing(RequestHandler):
+        def initialize(self, **kwargs: Any) -> None:
+            pass
+
+        def get(self, *args: Any, **kwargs: Any) -> None:
+            raise HTTPError(404)
+
+    replace: dict[type[Any], type[Any]] = {
+        KernelHandler: OwnKernelHandler,
+        VoilaShutdownKernelHandler: OwnShutdownHandler,
+        VoilaKernelWebsocketHandler: OwnWebsocketHandler,
+        VoilaContentsHandler: NoListing,
+    }
+    return [(h[0], replace.get(h[1], h[1]), *h[2:]) for h in handlers]
