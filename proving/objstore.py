@@ -14,24 +14,38 @@ cloud account.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as dt
 import hashlib
 import hmac
+import http.client
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from proving.ports import free_port
 from proving.processes import stop_process
 from workbench.exceptions import WorkbenchError
 from workbench.npm import NpmFailed, npm_install
 
-__all__ = ["AZURITE_VERSION", "Azurite", "MotoS3", "ObjectStoreUnavailable", "azurite_bin"]
+__all__ = [
+    "AZURITE_VERSION",
+    "Azurite",
+    "MotoS3",
+    "ObjectStoreUnavailable",
+    "StoreProxy",
+    "azurite_bin",
+]
 
 AZURITE_VERSION = "3.37.0"
 # Azurite's one account and its key: published in Microsoft's documentation, not a secret.
@@ -238,3 +252,101 @@ if __name__ == "__main__":
         print(f"azurite: {azurite_bin()}")
     except ObjectStoreUnavailable as exc:
         sys.exit(f"error: {exc}")
+
+
+# What S3 answers a client that sends more than a prefix takes while it scales up
+# (docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+_SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class StoreProxy(ThreadingHTTPServer):
+    """An HTTP proxy on loopback in front of an object store: it counts what passes, by
+    ``classify(method, path)``, and while :attr:`throttling` is set it answers every
+    request ``503 SlowDown`` itself, as S3 does under too many requests. Point a
+    process's ``AWS_ENDPOINT_URL`` at :attr:`url`; start it with ``proxy.thread.start()``."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, classify: Callable[[str, str], Any] = lambda m, p: m) -> None:
+        super().__init__(("127.0.0.1", 0), _Forward)
+        parts = urllib.parse.urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.classify = classify
+        self.counts: collections.Counter[Any] = collections.Counter()
+        self.throttled = 0  # requests answered 503 SlowDown
+        self.throttling = threading.Event()
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.thread = threading.Thread(target=self.serve_forever, name="store-proxy", daemon=True)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-answer (a cancelled read) is not the proxy's error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def snapshot(self) -> collections.Counter[Any]:
+        with self.lock:
+            return collections.Counter(self.counts)
+
+    def upstream_connection(self, fresh: bool = False) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self.local, "conn", None)
+        if conn is None or fresh:
+            conn = http.client.HTTPConnection(*self.upstream, timeout=60)
+            self.local.conn = conn
+        return conn
+
+
+class _Forward(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: StoreProxy
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request would drown the output of whoever runs the proxy
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if self.server.throttling.is_set():
+            with self.server.lock:
+                self.server.throttled += 1
+            self._answer(503, [("Content-Type", "application/xml")], _SLOW_DOWN)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+        for attempt in (0, 1):  # a kept-alive upstream connection may have been closed
+            conn = self.server.upstream_connection(fresh=attempt > 0)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                break
+            except (ConnectionError, http.client.HTTPException):
+                conn.close()
+                if attempt:
+                    raise
+        # counted before the client has its answer: whoever saw the answer sees the count
+        with self.server.lock:
+            self.server.counts[self.server.classify(self.command, self.path)] += 1
+        # a HEAD answer's length is the object's, which the client reads as its size
+        size = answer.getheader("Content-Length") if self.command == "HEAD" else None
+        self._answer(answer.status, answer.getheaders(), data, size)
+
+    def _answer(
+        self, status: int, headers: list[tuple[str, str]], data: bytes, size: str | None = None
+    ) -> None:
+        self.send_response_only(status)
+        for key, value in headers:
+            if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", size or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward

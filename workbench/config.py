@@ -298,6 +298,13 @@ class Config(NotifySettings):
         "hours a file replaced by compaction is kept before vacuum deletes it",
         "float",
     )
+    lake_retry_timeout: float = _setting(
+        "WORKBENCH_LAKE_RETRY_TIMEOUT",
+        "30",
+        "seconds an object-store lake's client retries a throttled or failed request "
+        "before the processor reports the store unavailable and backs off",
+        "float",
+    )
 
     hive_allow_nosasl: bool = _setting(
         "WORKBENCH_HIVE_ALLOW_NOSASL",

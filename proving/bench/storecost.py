@@ -4,7 +4,7 @@ A scratch stack (embedded broker, gateway, processor; :class:`proving.scratch.Sc
 keeps its lake on a real S3-compatible server (moto's, :class:`proving.objstore.MotoS3`),
 with the default commit interval (1 s) unless ``WORKBENCH_COMMIT_INTERVAL`` says
 otherwise. Every request the stack's processes send to the store goes through a counting
-proxy on loopback (:class:`RequestCounter`), which sorts it by kind (the way S3 bills:
+proxy on loopback (:class:`proving.objstore.StoreProxy`), which sorts it by kind (the way S3 bills:
 PUT/POST/LIST, GET/HEAD, DELETE) and by the table it touches. Simulated devices send at
 ``--rate`` events/s (the seed's 1,667: 100,000 devices, one event a minute each) for
 ``--seconds``; the requests of the steady window after ``--warmup`` seconds are set
@@ -22,12 +22,9 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import http.client
 import os
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import polars as pl
@@ -36,7 +33,7 @@ from proving.bench import add_bench, report
 from workbench.cli import say
 from workbench.config import Config
 
-__all__ = ["PRICES", "RequestCounter", "bench_store_cost", "request_kind"]
+__all__ = ["PRICES", "bench_store_cost", "request_kind"]
 
 # S3 Standard list prices, us-east-1 (USD): storage per GB-month (first 50 TB), and per
 # 1,000 requests; DELETE is free. Check the provider's page before you quote a figure.
@@ -69,83 +66,6 @@ def request_kind(method: str, target: str, root: str) -> tuple[str, str]:
     return kind, "/".join(rest[:2]) if grouped else rest[0] or "(root)"
 
 
-class RequestCounter(ThreadingHTTPServer):
-    """An HTTP proxy on loopback in front of the store that counts what passes."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: str, root: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Forward)
-        parts = urllib.parse.urlsplit(upstream)
-        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self.root = root
-        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        self.lock = threading.Lock()
-        self.local = threading.local()
-        self.thread = threading.Thread(target=self.serve_forever, name="s3-counter", daemon=True)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up mid-answer (a cancelled read) is not the bench's error."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def snapshot(self) -> collections.Counter[tuple[str, str]]:
-        with self.lock:
-            return collections.Counter(self.counts)
-
-    def upstream_connection(self, fresh: bool = False) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self.local, "conn", None)
-        if conn is None or fresh:
-            conn = http.client.HTTPConnection(*self.upstream, timeout=60)
-            self.local.conn = conn
-        return conn
-
-
-class _Forward(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: RequestCounter
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per request would drown the bench's output
-
-    def _forward(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
-        for attempt in (0, 1):  # a kept-alive upstream connection may have been closed
-            conn = self.server.upstream_connection(fresh=attempt > 0)
-            try:
-                conn.request(self.command, self.path, body=body, headers=headers)
-                answer = conn.getresponse()
-                data = answer.read()
-                break
-            except (ConnectionError, http.client.HTTPException):
-                conn.close()
-                if attempt:
-                    raise
-        # counted before the client has its answer: whoever saw the answer sees the count
-        with self.server.lock:
-            self.server.counts[request_kind(self.command, self.path, self.server.root)] += 1
-        self.send_response_only(answer.status)
-        for key, value in answer.getheaders():
-            if key.lower() not in ("connection", "transfer-encoding", "content-length"):
-                self.send_header(key, value)
-        # a HEAD answer's length is the object's, which the client reads as its size
-        size = answer.getheader("Content-Length") if self.command == "HEAD" else None
-        self.send_header("Content-Length", size or str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
-
-
 @dataclasses.dataclass
 class _Window:
     seconds: float
@@ -155,14 +75,15 @@ class _Window:
 
 def bench_store_cost(config: Config, args: argparse.Namespace) -> int:
     """Run the stack on moto's S3 behind the counter, print and record the figures."""
-    from proving.objstore import MotoS3
+    from proving.objstore import MotoS3, StoreProxy
     from proving.scratch import ScratchStack
 
     devices = max(1, round(args.rate * args.interval))
     root = config.home / "bench" / f"store-cost-{os.getpid()}"
     with MotoS3(root / "moto") as moto:
         prefix = "lake"
-        counter = RequestCounter(moto.url, f"/{moto.bucket}/{prefix}")
+        root_path = f"/{moto.bucket}/{prefix}"
+        counter = StoreProxy(moto.url, lambda method, path: request_kind(method, path, root_path))
         counter.thread.start()
         direct = moto.env()
         settings = {

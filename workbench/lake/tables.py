@@ -92,10 +92,18 @@ def storage_options(config: Config) -> dict[str, str] | None:
     variables of each cloud (``AWS_*``, ``AZURE_*``, ``GOOGLE_*``), which
     deltalake reads itself; S3 needs conditional puts (on by default on AWS)
     for several writers to commit safely.
+
+    The store's client retries a throttled (``503 SlowDown``), failed or unanswered
+    request with back-off for ``WORKBENCH_LAKE_RETRY_TIMEOUT`` seconds, not the three
+    minutes of its default: past that the processor says so in its log and status and
+    backs off itself, rather than hanging silently in a commit.
+
+    >>> storage_options(Config.from_env({"WORKBENCH_LAKE": "s3://b/lake"}))
+    {'retry_timeout': '30000ms'}
     """
     if "://" not in config.lake or config.lake.startswith("file://"):
         return None
-    return {}
+    return {"retry_timeout": f"{round(max(config.lake_retry_timeout, 0) * 1000)}ms"}
 
 
 def _truthy(value: str) -> bool:
@@ -156,6 +164,8 @@ def is_store_error(exc: BaseException) -> bool:
 
 
 _STORE_ERROR = re.compile(r"Generic \w+ error")
+# S3 answers 503 SlowDown, Azure 503 ServerBusy, GCS 429: the store asks for fewer requests
+_THROTTLED = re.compile(r"\b(503|429)(?= (Service Unavailable|Too Many Requests|Slow Down))")
 
 
 def describe_store_error(config: Config, exc: BaseException) -> str:
@@ -166,6 +176,9 @@ def describe_store_error(config: Config, exc: BaseException) -> str:
     >>> cfg = Config.from_env({"WORKBENCH_LAKE": "s3://nobucket/lake"})
     >>> describe_store_error(cfg, OSError("Generic S3 error\\n  404 Not Found <Code>NoSuchBucket"))
     'bucket nobucket does not exist (s3://nobucket/lake); create it, or fix WORKBENCH_LAKE'
+    >>> describe_store_error(cfg, OSError("Generic S3 error\\n 503 Service Unavailable\\n"
+    ...     "<Error><Code>SlowDown</Code><Message>Please reduce your request rate."))
+    'store throttling requests (503 SlowDown) on s3://nobucket/lake'
     """
     text = _ANSI.sub("", str(exc))
     scheme, _, rest = config.lake.partition("://")
@@ -182,6 +195,11 @@ def describe_store_error(config: Config, exc: BaseException) -> str:
         return f"{kind} {bucket} does not exist ({config.lake}); create it, or fix WORKBENCH_LAKE"
     if any(m in text for m in ("403 Forbidden", "lacked the necessary privileges", "401 ")):
         return f"access to {config.lake} denied (403); check {keys}"
+    throttled = _THROTTLED.search(text)
+    if throttled:
+        code = re.search(r"<Code>(\w+)</Code>", text)
+        said = f"{throttled.group(0)}{f' {code.group(1)}' if code else ''}"
+        return f"store throttling requests ({said}) on {config.lake}"
     if any(m in text for m in ("error sending request", "Connect", "timed out", "Timeout")):
         found = re.search(r"(https?://[^/\s]+)", text)
         where = found.group(1) if found else config.lake

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proving.objstore import Azurite, MotoS3
+from proving.objstore import Azurite, MotoS3, StoreProxy
 from proving.scratch import ScratchStack
 from tests.conftest import store_lake
 from tests.ingest_service.processor.conftest import produce, stored_offsets, wait_drained
@@ -116,4 +116,56 @@ def test_the_store_down_mid_run_then_back_loses_and_repeats_nothing(
     # the member whose commit failed ended; its successor waited for the store
     assert "lake commit failed: store endpoint" in log
     assert "next attempt in" in log
+    _check_exactly_once(config, len(records))
+
+
+@pytest.mark.parametrize("object_store", ["s3"], indirect=True)
+def test_a_throttling_store_is_named_and_loses_and_repeats_nothing(
+    kafka_config: Config, start_processor: object, object_store: MotoS3
+) -> None:
+    # the processor reaches moto through a proxy that answers 503 SlowDown while asked to;
+    # the test's own reads go to moto directly (os.environ)
+    proxy = StoreProxy(object_store.url)
+    proxy.thread.start()
+    config = dataclasses.replace(kafka_config, lake=store_lake(object_store))
+    records = _records(4_000, seed=7)
+    half = len(records) // 2
+    produce(config, records[:half])
+    proc = start_processor(  # type: ignore[operator]
+        config,
+        AWS_ENDPOINT_URL=proxy.url,
+        WORKBENCH_COMMIT_MAX_EVENTS="1000",
+        WORKBENCH_LAKE_RETRY_TIMEOUT="2",
+    )
+    try:
+        partitions = list(range(config.topic_partitions))
+        deadline = time.monotonic() + 60
+        while max(stored_offsets(config, partitions).values()) < 0:
+            assert proc.popen.poll() is None, proc.log_tail()
+            assert time.monotonic() < deadline, "nothing stored before the store throttled"
+            time.sleep(0.1)
+        proxy.throttling.set()
+        produce(config, records[half:])
+        deadline = time.monotonic() + 90
+        health: str | None = None
+        while not (health or "").startswith("lake unavailable: store throttling"):
+            assert proc.popen.poll() is None, proc.log_tail()
+            assert time.monotonic() < deadline, f"{health}: {proc.log_tail()}"
+            time.sleep(0.2)
+            health = _processor_health(config, proc.home)
+        assert (
+            health == f"lake unavailable: store throttling requests (503 SlowDown) on {config.lake}"
+        )
+        assert proxy.throttled > 0
+    finally:
+        proxy.throttling.clear()
+    wait_drained(config, timeout=180, alive=[proc], expected=len(records))
+    assert proc.terminate() == 0
+    proxy.shutdown()
+    log = proc.log.read_text()
+    # the member whose request was throttled past the retry time ended with one line; its
+    # successor said why it waited, with back-off
+    assert "store throttling requests (503 SlowDown)" in log
+    assert "next attempt in" in log
+    assert "Traceback" not in log
     _check_exactly_once(config, len(records))
