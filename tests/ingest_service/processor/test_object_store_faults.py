@@ -22,6 +22,8 @@ from workbench.stack.components import registered
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+# How long the store-down test keeps the store away (the "down for a minute")
+_STORE_DOWN_S = 60.0
 WRONG_KEY = "d3Jvbmcta2V5LW5vdC10aGUtYWNjb3VudHM="  # base64, but not the account's key
 
 
@@ -96,6 +98,8 @@ def test_the_store_down_mid_run_then_back_loses_and_repeats_nothing(
         assert time.monotonic() < deadline, "nothing stored before the store went down"
         time.sleep(0.1)
     object_store.stop()
+    down_at = time.monotonic()
+    unreachable = f"lake unavailable: store endpoint {object_store.url} unreachable ({config.lake})"
     try:
         produce(config, records[half:])
         deadline = time.monotonic() + 90
@@ -105,9 +109,13 @@ def test_the_store_down_mid_run_then_back_loses_and_repeats_nothing(
             assert time.monotonic() < deadline, f"{health}: {proc.log_tail()}"
             time.sleep(0.2)
             health = _processor_health(config, proc.home)
-        assert health == (
-            f"lake unavailable: store endpoint {object_store.url} unreachable ({config.lake})"
-        )
+        assert health == unreachable
+        # the store stays down a whole minute: status names the reason throughout (the
+        # member's back-off, capped at 15 s, keeps its heartbeat fresher than stale)
+        while time.monotonic() - down_at < _STORE_DOWN_S:
+            time.sleep(1)
+            assert proc.popen.poll() is None, proc.log_tail()
+            assert _processor_health(config, proc.home) == unreachable
     finally:
         object_store.start()
     wait_drained(config, timeout=180, alive=[proc], expected=len(records))
