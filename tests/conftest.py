@@ -208,6 +208,49 @@ def store_lake(server: MotoS3 | Azurite) -> str:
     return server.lake(f"lake-{uuid.uuid4().hex[:12]}")
 
 
+# `make test` runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup``): the
+# integration tests mostly wait on processes and sockets, so two of them share the two
+# cores well. Tests of one group run on one worker, one after another:
+# * "stack": whole stacks under load whose checks are about losing nothing through kills,
+#   restarts and outages, and the benches that run a stack: one at a time, so that two of
+#   them never compete for the cores;
+# * "spark", "hub", "cluster": the tests of one session-wide Spark, JupyterHub or Kafka
+#   cluster, which would otherwise start once on each worker.
+# Everything else goes to whichever worker is free.
+_GROUPS = {
+    "stack": (
+        "tests/proving/test_drills.py",
+        "tests/proving/test_soak.py",
+        "tests/proving/bench/test_ingest.py",
+        "tests/proving/bench/test_storecost.py",
+        "tests/ingest_service/processor/test_exactly_once.py",
+        "tests/ingest_service/processor/test_alarms_exactly_once.py",
+        "tests/ingest_service/processor/test_object_store_faults.py",
+        "tests/workbench/stack/test_rolling.py",
+        "tests/workbench/stack/test_full_stack.py",
+        "tests/workbench/stack/test_kafka_broker.py",
+        "tests/workbench/stack/test_object_store_lake.py",
+    ),
+    "cluster": ("tests/proving/test_kafka_cluster.py",),
+    "spark": (
+        "tests/workbench/query/hiveserver2/test_server.py",
+        "tests/workbench/query/hiveserver2/test_beeline.py",
+        "tests/workbench/query/test_spark_connect.py",
+        "tests/workbench/query/test_spark_revive.py",
+        "tests/workbench/query/test_engines_agree.py",
+    ),
+    "hub": ("tests/workbench/hub/",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = next((g for g, prefixes in _GROUPS.items() if path.startswith(prefixes)), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Leave without the interpreter teardown in which pyarrow's dataset threads can abort
