@@ -55,10 +55,10 @@ typecheck: install  ## mypy (strict) on the packages
 	$(BIN)/mypy
 
 test: install system-deps objstore-deps hub-deps lint typecheck  ## set up, lint, type-check and run the whole test suite
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2
 
 test-fast: install  ## the suite without tests marked slow
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 lab: install  ## single-user JupyterLab for the platform's own developers (analysts: the hub)
 	@echo "make lab: ONE unscoped JupyterLab as $$(id -un), for the platform's developers:" >&2

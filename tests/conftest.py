@@ -208,7 +208,7 @@ def store_lake(server: MotoS3 | Azurite) -> str:
     return server.lake(f"lake-{uuid.uuid4().hex[:12]}")
 
 
-# `make test` runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup``): the
+# `make test` runs the suite on two pytest-xdist workers (``-n 2``): the
 # integration tests mostly wait on processes and sockets, so two of them share the two
 # cores well. Tests of one group run on one worker, one after another:
 # * "stack": whole stacks under load whose checks are about losing nothing through kills,
@@ -243,12 +243,19 @@ _GROUPS = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group = next((g for g, prefixes in _GROUPS.items() if path.startswith(prefixes)), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, absent without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scope scheduler, with :data:`_GROUPS` as the scopes (every other test is a
+    scope of its own). Not xdist's ``loadgroup``: with pytest 9.2 the group it appends to
+    a node id no longer reaches the scheduler, so every test ran wherever."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((g for g, found in _GROUPS.items() if path.startswith(found)), nodeid)
+
+    return Grouped(config, log)
 
 
 @pytest.hookimpl(trylast=True)
