@@ -6,8 +6,9 @@
 1. compaction: the recent ``event_date`` partitions of ``telemetry`` that hold
    several small files are rewritten sorted by ``building_id, device_id, ts`` (one
    building's data sits together; each device's readings compress well) — or
-   Z-ordered by ``building_id, ts`` when too large to sort in memory; the small
-   tables are bin-packed;
+   Z-ordered by ``building_id, ts`` when too large to sort in memory — once devices
+   no longer send into them; until then (today's) they are bin-packed, as the small
+   tables are;
 2. a checkpoint, so readers replay a short log;
 3. vacuum: files replaced longer ago than ``WORKBENCH_LAKE_RETENTION_HOURS``
    are deleted (readers of older versions than that lose time travel only).
@@ -121,6 +122,18 @@ def _rewrite_sorted(
     return len(files), 1
 
 
+def _bin_pack(config: Config, day: str) -> tuple[int, int]:
+    """Bin-pack the small files of one ``event_date`` partition of telemetry (the data is
+    unchanged, so appends committed meanwhile do not conflict with it)."""
+    table = open_table(config, TELEMETRY)
+    assert table is not None
+    result: dict[str, Any] = table.optimize.compact(
+        partition_filters=[("event_date", "=", day)],
+        writer_properties=writer_properties(TELEMETRY),
+    )
+    return int(result.get("numFilesRemoved", 0)), int(result.get("numFilesAdded", 0))
+
+
 _RECORD = "lake-maintenance.json"
 
 
@@ -211,12 +224,17 @@ def _maintain(config: Config, *, days: int, now: dt.datetime) -> list[dict[str, 
         removed = added = 0
         if name == TELEMETRY:
             since = (now - dt.timedelta(days=days)).date()
+            # The days devices still send into (today; yesterday for its first hour) are
+            # bin-packed: a commit that only rearranges files does not conflict with the
+            # processor's appends. A sorted rewrite replaces the whole partition, so an
+            # append beside it wins the race; on S3, where the rewrite takes seconds and
+            # the processor commits every second, it lost every race for minutes on end.
+            active_since = (now - dt.timedelta(hours=1)).date()
             for day, small in sorted(_small_files_by_date(table, since).items()):
                 if small < 2:
                     continue
-                r, a = retry_on_conflict(
-                    partial(_rewrite_sorted, config, day), what=f"rewrite {day}"
-                )
+                step = _bin_pack if dt.date.fromisoformat(day) >= active_since else _rewrite_sorted
+                r, a = retry_on_conflict(partial(step, config, day), what=f"compact {day}")
                 removed += r
                 added += a
         else:
