@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import socket
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -32,6 +31,7 @@ import polars as pl
 
 from proving.bench import Timing, add_bench, report, timed_runs
 from proving.bench.query import ensure_bench_lake
+from proving.ports import free_port
 from workbench.cli import say
 from workbench.config import Config
 
@@ -40,12 +40,6 @@ __all__ = ["bench_bulk_read"]
 _ANALYST = "bench-analyst"
 _PASSWORD = "bench-analyst-password"
 _COLUMNS = ["device_id", "ts", "temperature", "humidity", "light"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ensure_analyst(config: Config, tenant: str) -> None:
@@ -92,7 +86,7 @@ def bench_bulk_read(config: Config, args: argparse.Namespace) -> int:
             lambda: pl.scan_delta(uri).filter(in_tenant).select(_COLUMNS).head(args.rows).collect(),
         ),
     }
-    server = HiveServer2(bench_config, port=_free_port(), flight_port=0)
+    server = HiveServer2(bench_config, port=free_port(), flight_port=0)
     server.start()
     rows_out: list[list[object]] = []
     figures: dict[str, object] = {"events": args.events, "runs": args.runs, "tenant": tenant}
