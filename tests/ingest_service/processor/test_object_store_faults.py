@@ -7,7 +7,6 @@ import dataclasses
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -75,30 +74,6 @@ def test_a_misconfigured_store_is_named_in_the_log_and_in_status(
         stack.close()
 
 
-def _wait_first_commit(config: Config, proc: Any) -> None:
-    """Wait (60 s at most) until the processor ``proc`` committed its first batch."""
-    partitions = list(range(config.topic_partitions))
-    deadline = time.monotonic() + 60
-    while max(stored_offsets(config, partitions).values()) < 0:
-        assert proc.popen.poll() is None, proc.log_tail()
-        assert time.monotonic() < deadline, "nothing stored before the fault"
-        time.sleep(0.1)
-
-
-def _wait_health(config: Config, proc: Any, prefix: str) -> str:
-    """Wait (90 s at most) until `workbench status` says of ``proc`` what starts with
-    ``prefix``; what it says."""
-    deadline = time.monotonic() + 90
-    health: str | None = None
-    while not (health or "").startswith(prefix):
-        assert proc.popen.poll() is None, proc.log_tail()
-        assert time.monotonic() < deadline, f"{health}: {proc.log_tail()}"
-        time.sleep(0.2)
-        health = _processor_health(config, proc.home)
-    assert health is not None
-    return health
-
-
 def _processor_health(config: Config, home: Path) -> str | None:
     """What `workbench status` says of a processor running under ``home``."""
     component = next(c for c in registered() if c.name == "processor")
@@ -116,13 +91,25 @@ def test_the_store_down_mid_run_then_back_loses_and_repeats_nothing(
     half = len(records) // 2
     produce(config, records[:half])
     proc = start_processor(config, WORKBENCH_COMMIT_MAX_EVENTS="1500")  # type: ignore[operator]
-    _wait_first_commit(config, proc)
+    partitions = list(range(config.topic_partitions))
+    deadline = time.monotonic() + 60
+    while max(stored_offsets(config, partitions).values()) < 0:
+        assert proc.popen.poll() is None, proc.log_tail()
+        assert time.monotonic() < deadline, "nothing stored before the store went down"
+        time.sleep(0.1)
     object_store.stop()
     down_at = time.monotonic()
     unreachable = f"lake unavailable: store endpoint {object_store.url} unreachable ({config.lake})"
     try:
         produce(config, records[half:])
-        assert _wait_health(config, proc, "lake unavailable: store endpoint") == unreachable
+        deadline = time.monotonic() + 90
+        health: str | None = None
+        while not (health or "").startswith("lake unavailable: store endpoint"):
+            assert proc.popen.poll() is None, proc.log_tail()
+            assert time.monotonic() < deadline, f"{health}: {proc.log_tail()}"
+            time.sleep(0.2)
+            health = _processor_health(config, proc.home)
+        assert health == unreachable
         # the store stays down a whole minute: status names the reason throughout (the
         # member's back-off, capped at 15 s, keeps its heartbeat fresher than stale)
         while time.monotonic() - down_at < _STORE_DOWN_S:
@@ -159,20 +146,30 @@ def test_a_throttling_store_is_named_and_loses_and_repeats_nothing(
         WORKBENCH_LAKE_RETRY_TIMEOUT="2",
     )
     try:
-        _wait_first_commit(config, proc)
+        partitions = list(range(config.topic_partitions))
+        deadline = time.monotonic() + 60
+        while max(stored_offsets(config, partitions).values()) < 0:
+            assert proc.popen.poll() is None, proc.log_tail()
+            assert time.monotonic() < deadline, "nothing stored before the store throttled"
+            time.sleep(0.1)
         proxy.throttling.set()
         produce(config, records[half:])
-        health = _wait_health(config, proc, "lake unavailable: store throttling")
-        assert health == (
-            f"lake unavailable: store throttling requests (503 SlowDown) on {config.lake}"
+        deadline = time.monotonic() + 90
+        health: str | None = None
+        while not (health or "").startswith("lake unavailable: store throttling"):
+            assert proc.popen.poll() is None, proc.log_tail()
+            assert time.monotonic() < deadline, f"{health}: {proc.log_tail()}"
+            time.sleep(0.2)
+            health = _processor_health(config, proc.home)
+        assert (
+            health == f"lake unavailable: store throttling requests (503 SlowDown) on {config.lake}"
         )
         assert proxy.throttled > 0
-        proxy.throttling.clear()
-        wait_drained(config, timeout=180, alive=[proc], expected=len(records))
     finally:
         proxy.throttling.clear()
-        proxy.shutdown()
+    wait_drained(config, timeout=180, alive=[proc], expected=len(records))
     assert proc.terminate() == 0
+    proxy.shutdown()
     log = proc.log.read_text()
     # the member whose request was throttled past the retry time ended with one line; its
     # successor said why it waited, with back-off
