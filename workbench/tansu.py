@@ -10,6 +10,9 @@ Its quirks, and what the workbench does about them:
 * ``ListOffsets(latest)`` answers the last *batch*'s first offset + 1, too low whenever
   producers batch: consumer lag reads the end offsets from fetch answers as well
   (:class:`FetchedEnds`, used by :class:`workbench.kafka_lag.LagReader`).
+* Every fetch of new records walks all the record batches the partition holds: the
+  processor's member fetches once per commit interval when caught up
+  (:func:`fetches_once_per_batch`), so alarms wait for the next batch.
 * A consumer group wedges for good when a member leaves while another one joins: a
   rolling restart of the processor lets the group settle before the old member leaves
   (:func:`group_settle_s`).
@@ -32,6 +35,7 @@ __all__ = [
     "FetchedEnds",
     "broker_binary",
     "broker_command",
+    "fetches_once_per_batch",
     "group_settle_s",
     "under_reports_end_offsets",
 ]
@@ -99,6 +103,15 @@ def group_settle_s(config: Config) -> float:
     the old member's leaving (Tansu wedges the group when the two overlap; Apache Kafka
     rebalances)."""
     return 3.0 if _is_tansu(config) else 0.0
+
+
+def fetches_once_per_batch(config: Config) -> bool:
+    """Whether the processor's caught-up member fetches only once per commit interval.
+
+    To serve a fetch of new records Tansu walks every record batch the partition
+    holds, so a member fetching five times a second (what lets a smoke alarm cut the
+    batch short on Apache Kafka) would saturate it at the seed rate."""
+    return _is_tansu(config)
 
 
 def under_reports_end_offsets(config: Config) -> bool:

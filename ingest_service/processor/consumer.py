@@ -88,6 +88,7 @@ class Poller:
         self._queue: collections.deque[RecordBatch] = collections.deque()
         self._queued = 0
         self._in_flight = False
+        self._urgent = False  # a queued chunk holds a detector turning on (fetcher.flags)
         self._to_commit: dict[int, int] = {}  # partition -> next offset, for lag monitoring
         self._stop = False
         self._closed = False
@@ -107,10 +108,19 @@ class Poller:
         )
         self._thread.start()
 
-    def take(self, *, max_events: int, deadline: float, stop: threading.Event) -> RecordBatch:
+    def take(
+        self,
+        *,
+        max_events: int,
+        deadline: float,
+        stop: threading.Event,
+        urgent_from: float | None = None,
+    ) -> RecordBatch:
         """Queued records once ``max_events`` are queued, ``deadline`` (monotonic) has
-        passed or ``stop`` is set — at most ``max_events`` of them, possibly none.
-        Until :meth:`done`, the batch counts as being processed."""
+        passed or ``stop`` is set — or, from ``urgent_from`` (monotonic) on, once a
+        queued chunk holds a smoke or intrusion detector turning on — at most
+        ``max_events`` of them, possibly none. Until :meth:`done`, the batch counts as
+        being processed."""
         with self._cond:
             while (
                 self._queued < max_events
@@ -118,7 +128,12 @@ class Poller:
                 and not stop.is_set()
                 and (left := deadline - time.monotonic()) > 0
             ):
+                if self._urgent and urgent_from is not None:
+                    if (early := urgent_from - time.monotonic()) <= 0:
+                        break
+                    left = min(left, early)
                 self._cond.wait(min(left, 0.1))
+            self._urgent = False
             if self._error is not None:
                 raise self._error
             taken: list[RecordBatch] = []
@@ -181,7 +196,8 @@ class Poller:
                 if kind == "records":
                     values, keys = Packed(*message[1:3]), Packed(*message[3:5])
                     chunk = RecordBatch(values, keys, *message[5:8])
-                    write_message(outbox, self._records(chunk))
+                    urgent = len(message) > 8 and bool(message[8])
+                    write_message(outbox, self._records(chunk, urgent=urgent))
                 elif kind == "idle":
                     write_message(outbox, self._answer())
                 elif kind == "revoked":
@@ -206,13 +222,16 @@ class Poller:
                 self._error = exc
                 self._cond.notify_all()
 
-    def _records(self, chunk: RecordBatch) -> tuple[dict[int, int], bool, float]:
+    def _records(
+        self, chunk: RecordBatch, *, urgent: bool = False
+    ) -> tuple[dict[int, int], bool, float]:
         if self.first_record_at is None:
             self.first_record_at = time.time()
         chunk = self.checkpoint.in_lake_offsets(chunk)
         with self._cond:
             self._queue.append(chunk)
             self._queued += len(chunk)
+            self._urgent = self._urgent or urgent
             self._cond.notify_all()
             while self._queued >= self.max_queued and not self._stop:
                 self._cond.wait()  # back-pressure: the member waits for this answer
@@ -227,6 +246,7 @@ class Poller:
         with self._cond:
             self._queue.clear()
             self._queued = 0
+            self._urgent = False
             self._to_commit.clear()
             while self._in_flight:
                 self._cond.wait()

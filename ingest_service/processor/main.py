@@ -10,8 +10,10 @@ their heartbeats into ``run/processor.heartbeat.json`` for ``workbench status``.
 Each member (``python -m ingest_service.processor.main --member``, :func:`run`):
 a child process polls Kafka; each loop takes what it polled once
 ``WORKBENCH_COMMIT_INTERVAL`` has passed or ``WORKBENCH_COMMIT_MAX_EVENTS`` are
-queued, hands the batch to :meth:`Processor.process`, then has the Kafka offsets
-committed (for lag monitoring) and writes its heartbeat. SIGTERM or SIGINT
+queued (or, on Apache Kafka, as soon as a smoke or intrusion detector turns on, see
+:mod:`~ingest_service.processor.fetcher.flags`), hands the batch to
+:meth:`Processor.process`, then has the Kafka offsets committed (for lag
+monitoring) and writes its heartbeat. SIGTERM or SIGINT
 finishes the batch in hand, commits it and leaves the group. A member dies with
 its parent (a SIGKILL of the parent is a crash of the whole processor, and the
 lake's offsets make it resume exactly once).
@@ -42,9 +44,15 @@ from workbench.heartbeat import heartbeat_path as component_heartbeat
 from workbench.lake.tables import check_commit_safety, describe_store_error, is_store_error
 from workbench.stack.pool import WorkerPool, die_with_parent, signal_ready
 
-__all__ = ["heartbeat_path", "member_main", "run", "run_processor"]
+__all__ = ["URGENT_GAP_S", "heartbeat_path", "member_main", "run", "run_processor"]
 
 logger = logging.getLogger(__name__)
+
+
+URGENT_GAP_S = 0.5
+"""The least time between the starts of two batches when the second is taken early
+for a detector turning on: a fire tripping many detectors at once costs at most two
+batches a second, not one per detector."""
 
 
 def heartbeat_path(config: Config) -> Path:
@@ -89,6 +97,10 @@ def run(
                 max_events=config.commit_max_events,
                 deadline=batch_started + config.commit_interval,
                 stop=stop,
+                # a smoke or intrusion detector turning on does not wait for the
+                # interval (the alarm is raised when its batch is stored), but batches
+                # stay at least URGENT_GAP_S apart
+                urgent_from=batch_started + min(URGENT_GAP_S, config.commit_interval),
             )
             batch_started = time.monotonic()
             poller.next_take = batch_started + config.commit_interval

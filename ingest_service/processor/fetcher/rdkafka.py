@@ -5,7 +5,7 @@ member asks for; this process only turns each poll into the message for the pare
 so the parent's processing has the CPU. What the member adds to a plain consumer:
 
 * its fetches are paced to the parent's takes once it has caught up
-  (:meth:`RdkafkaMember._pause`, :meth:`RdkafkaMember._resume`);
+  (:meth:`RdkafkaMember._pause`, :meth:`RdkafkaMember._rest`);
 * it keeps its own position per partition and hands over only records that continue
   it (:class:`~ingest_service.processor.fetcher.sequence.Sequence`);
 * it asks the parent where to seek at every assignment, when the topic's id changes
@@ -22,10 +22,12 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from ingest_service.processor.fetcher.channel import write_message
+from ingest_service.processor.fetcher.flags import FlagWatch
 from ingest_service.processor.fetcher.member import POLL_RECORDS, Member
 from ingest_service.processor.fetcher.sequence import Sequence
 from ingest_service.processor.ndjson import parse_chunk
 from ingest_service.processor.packed import Packed, pack
+from workbench import tansu
 from workbench.config import Config
 from workbench.kafka import rdkafka_client_settings
 
@@ -64,6 +66,11 @@ def rdkafka_settings(
         "queued.min.messages": 1_000_000,
         "queued.max.messages.kbytes": 64 * 1024,
         "socket.receive.buffer.bytes": 4 * 1024 * 1024,
+        # a caught-up member keeps fetching on Apache Kafka (RdkafkaMember._rest): the
+        # broker answers once a mebibyte is there or after 0.1 s, not for every few
+        # records (that cost the broker half again its CPU at the seed rate)
+        "fetch.min.bytes": 1024 * 1024,
+        "fetch.wait.max.ms": 100,
         "log_level": 4,  # warnings and worse
     }
 
@@ -84,6 +91,11 @@ class RdkafkaMember(Member):
     # the machine is not overloaded)
     _FETCH_LEAD_S = 0.15
     _GATHER_S = 0.02
+    # a caught-up member fetches at least this often, so that a detector turning on
+    # reaches the parent (which then takes its batch early) within this time
+    _TAIL_EVERY_S = 0.2
+    _KAFKA_LEAD_S = 0.05
+    _REST_MIN_S = 0.05
 
     def __init__(self, config: Config, inbox: IO[bytes], outbox: IO[bytes]) -> None:
         from confluent_kafka import Consumer
@@ -101,6 +113,15 @@ class RdkafkaMember(Member):
         self._closing = False
         self.sequence = Sequence(self._seek_to)  # where each partition's reading goes on
         self._rebalanced = False  # during the current poll
+        self.flags = FlagWatch()
+        # once caught up: whether the partitions are paused (Tansu), and how long the
+        # member rests at most before it polls again (see _rest)
+        self._pauses = tansu.fetches_once_per_batch(config)
+        self._tail_every_s = (
+            config.commit_interval
+            if self._pauses
+            else min(self._TAIL_EVERY_S, config.commit_interval)
+        )
 
     def run(self) -> None:
         from confluent_kafka import KafkaError, Message
@@ -144,7 +165,7 @@ class RdkafkaMember(Member):
             # caught up: no fetch from now until just before the parent's next take (but
             # not just after a rebalance: the new assignment's first fetch is under way)
             caught_up = 0 < len(polled) < POLL_RECORDS and not self._rebalanced
-            paused = self._pause() if caught_up else []
+            paused = self._pause() if caught_up and self._pauses else []
             if polled:
                 n = len(polled)
                 partitions = np.fromiter(map(partition, polled), np.int32, n)
@@ -155,6 +176,8 @@ class RdkafkaMember(Member):
                     partitions, offsets = partitions[keep], offsets[keep]
             if polled:
                 values = pack(list(map(value, polled)))
+                # parsed here, on the other core, while the parent stores
+                parsed = parse_chunk(Packed(*values))
                 commits, stop, take_at = self.ask(
                     (
                         "records",
@@ -162,8 +185,10 @@ class RdkafkaMember(Member):
                         *pack(list(map(key, polled))),
                         partitions,
                         offsets,
-                        # parsed here, on the other core, while the parent stores
-                        parse_chunk(Packed(*values)),
+                        parsed,
+                        # a member that is behind hands over full chunks, which the
+                        # parent takes at once anyway: only a caught-up one looks
+                        caught_up and self.flags.turned_on(parsed),
                     )
                 )
             else:
@@ -173,8 +198,8 @@ class RdkafkaMember(Member):
                 break
             if time.monotonic() - self._topic_id_at >= self._TOPIC_ID_EVERY_S:
                 self._watch_topic_id()
-            if paused:
-                self._resume(paused, take_at - self._FETCH_LEAD_S - time.monotonic())
+            if caught_up:
+                self._rest(paused, take_at - self._FETCH_LEAD_S - time.monotonic())
         self._closing = True
         self.consumer.close()  # leaves the group (after the parent's last lake commit)
         write_message(self.outbox, ("closed",))
@@ -191,38 +216,47 @@ class RdkafkaMember(Member):
         return list(self.consumer.consume(POLL_RECORDS, self._GATHER_S))
 
     def _pause(self) -> list[Any]:
-        """Stop fetching, once caught up with the topic; the partitions paused.
+        """Stop fetching, once caught up with the topic (Tansu only); the partitions
+        paused.
 
-        A tailing consumer fetches again as soon as records arrive, and every fetch
-        of new records costs the embedded broker a walk over all the record batches
-        the partition holds (docs/operations.md), so at the seed rate a tailing
-        consumer would saturate it. The parent stores what it has queued
-        once per WORKBENCH_COMMIT_INTERVAL, so fetching more often than that gains an
-        event nothing: :meth:`_resume` starts fetching again just before the parent's
-        next take, and an event still reaches, at the latest, the batch after the one
-        it arrived during. Pausing drops what librdkafka prefetched; it fetches that
-        again after :meth:`_resume`.
+        To serve a fetch of new records Tansu walks every record batch the partition
+        holds (:func:`workbench.tansu.fetches_once_per_batch`), so a tailing consumer
+        would saturate it at the seed rate. The parent stores what it has queued once
+        per WORKBENCH_COMMIT_INTERVAL: :meth:`_rest` resumes fetching just before the
+        parent's next take, and an event still reaches, at the latest, the batch after
+        the one it arrived during. Pausing drops what librdkafka prefetched; it fetches
+        that again after the resume.
         """
         owned = self.consumer.assignment()
         if owned:
             self.consumer.pause(owned)
         return list(owned)
 
-    def _resume(self, paused: list[Any], after: float) -> None:
-        """Resume fetching ``paused`` partitions ``after`` seconds (at most one interval).
+    def _rest(self, paused: list[Any], after: float) -> None:
+        """Once caught up, wait ``after`` seconds before the next poll, but at most
+        ``_TAIL_EVERY_S`` (0.2 s) on Apache Kafka, where librdkafka goes on fetching
+        meanwhile, so that a detector turning on reaches the parent soon enough for it
+        to take its batch early (:mod:`~ingest_service.processor.fetcher.flags`); then
+        resume the ``paused`` partitions (on Tansu, :meth:`_pause`).
 
-        librdkafka resumes from the record after the last one it delivered; seeking
-        there explicitly would delay the next fetch, and with it freshness
-        (docs/ingest.md). Should it skip records,
+        (Pausing on Apache Kafka as well, fetching again every 0.2 s, delivered what
+        arrived meanwhile only about once a second.) librdkafka resumes from the record
+        after the last one it delivered; seeking there explicitly would delay the next
+        fetch, and with it freshness (docs/ingest.md). Should it skip records,
         :meth:`Sequence.check <ingest_service.processor.fetcher.sequence.Sequence.check>`
         sees the gap and reads them again.
         """
-        after = min(after, self.config.commit_interval)
+        if not self._pauses:
+            # librdkafka has fetched meanwhile: no lead needed, and no more than a poll
+            # every _REST_MIN_S while the parent's take is due (or overdue)
+            after = max(after + self._FETCH_LEAD_S - self._KAFKA_LEAD_S, self._REST_MIN_S)
+        after = min(after, self._tail_every_s)
         try:
             if after > 0:
                 time.sleep(after)
         finally:
-            self.consumer.resume(paused)
+            if paused:
+                self.consumer.resume(paused)
 
     def _seek_to(self, p: int, offset: int) -> None:
         from confluent_kafka import KafkaException, TopicPartition

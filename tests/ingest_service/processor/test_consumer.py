@@ -106,3 +106,51 @@ def test_rebalance_with_records_queued_resumes_from_the_lake(
     _assert_each_record_once(config, 10_000)
     owned = [set(first_proc.checkpoint.offsets), set(second_proc.checkpoint.offsets)]
     assert all(owned) and not owned[0] & owned[1]
+
+
+def _smoke(device: str, seq: int, on: bool) -> tuple[bytes, bytes]:
+    value = encode(event(device=device, seq=seq, device_type="smoke", readings={"smoke": on}))
+    return device.encode(), value
+
+
+def test_a_detector_turning_on_ends_the_wait_for_the_batch(
+    config: Config, pollers: list[Poller]
+) -> None:
+    """The member tells the poller when a detector turns on, and the batch is taken at
+    once instead of at the end of the interval; a detector that stays on does not."""
+    produce(config, _records(200))
+    poller, processor = _start(config, pollers, max_queued=10_000)
+    _drain(config, [(poller, processor)], 200)
+
+    def take(deadline_s: float) -> tuple[int, bool]:
+        stop = threading.Event()
+        # how long the take may wait for the detector: far beyond the member's 0.2 s
+        # between fetches, far below the deadline
+        timer = threading.Timer(60, stop.set)
+        timer.start()
+        try:
+            batch = poller.take(
+                max_events=10_000,
+                deadline=time.monotonic() + deadline_s,
+                stop=stop,
+                urgent_from=time.monotonic(),
+            )
+        finally:
+            timer.cancel()
+        last: dict[int, int] = {}
+        try:
+            if len(batch):
+                last = processor.process(batch).last_offsets
+        finally:
+            poller.done(last)
+        return len(batch), stop.is_set()
+
+    produce(config, [_smoke("s-1", 1, True)])
+    taken, stopped = take(deadline_s=600)
+    assert (taken, stopped) == (1, False)  # returned for the detector, not for the stop
+
+    produce(config, [_smoke("s-1", 2, True)])  # still on
+    before = time.monotonic()
+    taken, stopped = take(deadline_s=3)
+    assert (taken, stopped) == (1, False)
+    assert time.monotonic() - before >= 3  # waited for the deadline

@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "ingest_service.processor.checkpoint",
     "ingest_service.processor.decode",
+    "ingest_service.processor.fetcher.flags",
     "ingest_service.processor.ndjson",
     "ingest_service.processor.packed",
     "ingest_service.processor.dedup",
