@@ -2,15 +2,17 @@
 
 The lake is written straight to Delta by :func:`proving.sample.write_sample_lake`
 (the Kafka path would take minutes for 10 M events and measure ingest, not
-queries) into ``$WORKBENCH_HOME/bench/query-lake`` and reused while it holds the
-asked number of events; a HiveServer2 is started in-process on a free port and
+queries) into ``$WORKBENCH_HOME/bench/query-lake``, a directory per size, and reused;
+a HiveServer2 is started in-process on a free port and
 every query runs ``--runs`` times through a real pyhive connection (median
 reported), on each engine of ``--engines`` in turn (DuckDB, Spark on
 ``WORKBENCH_SPARK_MASTER``), side by side with the ratio and the peak resident memory
 of the process and its children (Spark's JVM) while the queries ran. Then, per engine,
 the p50 and p99 of a small query of one tenant's analyst alone and while another
 tenant's analyst runs a heavy one over and over, as a ratio: does one tenant's scan hold
-up another's short answer?
+up another's short answer? ``--events`` may name several sizes (``10000000,100000000``):
+each is timed in turn, and a last table shows how each engine's medians grow from one
+size to the next.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import secrets
 import shutil
 import socket
@@ -28,7 +31,7 @@ import time
 from typing import Any
 
 from proving.bench import Timing, add_bench, report, timed_runs
-from workbench.cli import say
+from workbench.cli import print_table, say
 from workbench.config import Config
 from workbench.exceptions import InvalidInput
 
@@ -81,15 +84,20 @@ def _free_port() -> int:
 def ensure_bench_lake(
     config: Config, *, events: int, devices: int, days: float
 ) -> tuple[Config, dt.datetime]:
-    """The benchmarks' simulated lake under ``$WORKBENCH_HOME/bench/query-lake`` (written
-    once per size, then reused); returns its config and the end of its events."""
+    """The benchmarks' simulated lake of this size under
+    ``$WORKBENCH_HOME/bench/query-lake/<events>-events-<devices>-devices-<days>-days``
+    (written once per size, then reused); returns its config and the end of its events."""
     from proving.sample import write_sample_lake
 
-    lake = config.home / "bench" / "query-lake"
-    marker = lake / f"events-{events}-devices-{devices}"
+    lakes = config.home / "bench" / "query-lake"
+    if (lakes / "telemetry").exists():  # the layout before one directory per size
+        shutil.rmtree(lakes)
+    lake = lakes / f"{events}-events-{devices}-devices-{days:g}-days"
+    marker = lake / "written"
     bench_config = dataclasses.replace(config, lake=str(lake))
     if not marker.exists():
         shutil.rmtree(lake, ignore_errors=True)
+        lake.mkdir(parents=True)
         say(f"writing {events:,} simulated events of {devices:,} devices to {lake} ...")
         made = write_sample_lake(
             bench_config,
@@ -279,8 +287,9 @@ def _time_engine(
 
 
 def bench_query(config: Config, args: argparse.Namespace) -> int:
-    """Build (or reuse) the lake, serve it on each engine in turn, time the queries, print
-    them side by side and record."""
+    """Build (or reuse) the lake of each size, serve it on each engine in turn, time the
+    queries, print them side by side (and, for several sizes, how each engine's times
+    grow from one size to the next) and record."""
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = sorted(set(engines) - {"duckdb", "spark"})
     if unknown or not engines:
@@ -292,16 +301,73 @@ def bench_query(config: Config, args: argparse.Namespace) -> int:
         raise InvalidInput(
             f"--samples {args.samples}: at least 2 are needed for a p99", hint="e.g. --samples 30"
         )
+    sizes: list[int] = args.events
+    by_size = {events: _time_size(config, args, engines, events) for events in sizes}
+    several = len(sizes) > 1
+    header = (["events"] if several else []) + ["query", "rows"]
+    for engine in engines:
+        header += [f"{engine} median ms", f"{engine} best ms"]
+    if len(engines) == 2:
+        header.append(f"{engines[1]}/{engines[0]}")
+    rows_out: list[list[object]] = []
+    for events, measured in by_size.items():
+        rows_out += [([_millions(events)] if several else []) + row for row in measured.rows]
+    figures: dict[str, Any] = {"devices": args.devices, "runs": args.runs}
+    if several:
+        figures["events"] = sizes
+        figures["by_events"] = {str(e): m.figures for e, m in by_size.items()}
+    else:
+        figures["events"] = sizes[0]
+        figures.update(by_size[sizes[0]].figures)
+    growth = _growth(sizes, engines, by_size) if several else []
+    if growth:
+        figures["growth"] = {
+            f"{_millions(a)} -> {_millions(b)}": {
+                engine: {name: ratio for name, ratio in ratios.items()}
+                for engine, ratios in per_engine.items()
+            }
+            for (a, b), per_engine in growth
+        }
+    report(config, "query", rows_out, header=header, figures=figures)
+    for (a, b), per_engine in growth:
+        say(f"how each engine's median grows from {_millions(a)} to {_millions(b)} events:")
+        growth_header = [
+            "query",
+            *(f"{engine} {_millions(b)} / {_millions(a)}" for engine in engines),
+        ]
+        growth_rows: list[list[object]] = [
+            [name, *(f"{per_engine[engine][name]:.1f}x" for engine in engines)] for name in QUERIES
+        ]
+        print_table(growth_rows, header=growth_header)
+    return 0
+
+
+def _millions(events: int) -> str:
+    """``10000000`` → ``10 M``; sizes under a million as they are."""
+    return f"{events / 1e6:g} M" if events >= 1_000_000 else f"{events:,}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Size:
+    """One lake size's table rows, its figures, and each engine's timings."""
+
+    rows: list[list[object]]
+    figures: dict[str, Any]
+    timings: dict[str, dict[str, Timing[int]]]
+
+
+def _time_size(config: Config, args: argparse.Namespace, engines: list[str], events: int) -> _Size:
     bench_config, end = ensure_bench_lake(
-        config, events=args.events, devices=args.devices, days=args.days
+        config, events=events, devices=args.devices, days=args.days
     )
+    say(f"{_millions(events)} events:")
     fmt = "%Y-%m-%d %H:%M:%S"
     params = {
         "end": end.strftime("%Y-%m-%d"),
         "from3h": (end - dt.timedelta(hours=3)).strftime(fmt),
         "from15m": (end - dt.timedelta(minutes=15)).strftime(fmt),
     }
-    figures: dict[str, Any] = {"events": args.events, "devices": args.devices, "runs": args.runs}
+    figures: dict[str, Any] = {}
     results = {}
     contended: dict[str, Contention] = {}
     for engine in engines:
@@ -324,11 +390,6 @@ def bench_query(config: Config, args: argparse.Namespace) -> int:
                 },
             },
         }
-    header = ["query", "rows"]
-    for engine in engines:
-        header += [f"{engine} median ms", f"{engine} best ms"]
-    if len(engines) == 2:
-        header.append(f"{engines[1]}/{engines[0]}")
     rows_out: list[list[object]] = []
     for name in QUERIES:
         first = results[engines[0]][name]
@@ -355,19 +416,71 @@ def bench_query(config: Config, args: argparse.Namespace) -> int:
     for engine in engines:
         memory += [f"{figures[engine]['peak_rss_mb']}", f"({figures[engine]['startup_s']:.0f} s)"]
     rows_out.append(memory + ([""] if len(engines) == 2 else []))
-    report(config, "query", rows_out, header=header, figures=figures)
-    return 0
+    return _Size(rows_out, figures, results)
 
 
-def add_lake_options(p: argparse.ArgumentParser) -> None:
-    """The size of the shared benchmark lake (see :func:`ensure_bench_lake`)."""
-    p.add_argument("--events", type=int, default=10_000_000, help="events in the lake (10 M)")
+def _growth(
+    sizes: list[int], engines: list[str], by_size: dict[int, _Size]
+) -> list[tuple[tuple[int, int], dict[str, dict[str, float]]]]:
+    """For each pair of consecutive sizes: per engine and query, the larger size's median
+    over the smaller's (10.0 when the time grows with the events)."""
+    out = []
+    for a, b in itertools.pairwise(sizes):
+        out.append(
+            (
+                (a, b),
+                {
+                    engine: {
+                        name: round(
+                            by_size[b].timings[engine][name].median_s
+                            / by_size[a].timings[engine][name].median_s,
+                            2,
+                        )
+                        for name in QUERIES
+                    }
+                    for engine in engines
+                },
+            )
+        )
+    return out
+
+
+def _sizes(text: str) -> list[int]:
+    """``--events`` of ``bench query``: one size or several, comma-separated, ascending."""
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a number of events, or several separated by commas "
+            "(e.g. 10000000,100000000)"
+        ) from None
+    if not sizes or any(n <= 0 for n in sizes) or sizes != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected positive sizes, ascending, each once (e.g. 10000000,100000000)"
+        )
+    return sizes
+
+
+def add_lake_options(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """The size of the shared benchmark lake (see :func:`ensure_bench_lake`); with
+    ``several``, ``--events`` takes a comma-separated list of sizes."""
+    if several:
+        p.add_argument(
+            "--events",
+            type=_sizes,
+            default=[10_000_000],
+            help="events in the lake (10 M); several sizes separated by commas are timed "
+            "one after the other, with how each engine's times grow "
+            "(e.g. 10000000,100000000)",
+        )
+    else:
+        p.add_argument("--events", type=int, default=10_000_000, help="events in the lake (10 M)")
     p.add_argument("--devices", type=int, default=10_000, help="devices sending them (10,000)")
     p.add_argument("--days", type=float, default=7.0, help="days the events span (7)")
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    add_lake_options(p)
+    add_lake_options(p, several=True)
     p.add_argument("--runs", type=int, default=5, help="timed runs per query (5)")
     p.add_argument(
         "--samples",
