@@ -9,6 +9,9 @@
    Z-ordered by ``building_id, ts`` when too large to sort in memory — once devices
    no longer send into them; until then (today's) they are bin-packed, as the small
    tables are;
+   the registry's tables (``registry/tenants``, ``buildings``, ``devices``), which
+   gain a small file with every device provisioned on its own, are rewritten sorted
+   by their key once they hold more than twice the files their size needs;
 2. a checkpoint, so readers replay a short log;
 3. vacuum: files replaced longer ago than ``WORKBENCH_LAKE_RETENTION_HOURS``
    are deleted (readers of older versions than that lose time travel only).
@@ -45,7 +48,7 @@ from workbench.lake.tables import (
     writer_properties,
 )
 
-__all__ = ["last_maintenance", "maintain", "maintenance_summary"]
+__all__ = ["REGISTRY_KEYS", "last_maintenance", "maintain", "maintenance_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +215,70 @@ def maintenance_summary(record: dict[str, Any] | None, *, now: float) -> str:
     )
 
 
+REGISTRY_KEYS = {"tenants": "tenant_id", "buildings": "building_id", "devices": "device_id"}
+"""The registry's tables (``registry/<name>``) and the key their rows are kept sorted by."""
+
+_REGISTRY_FILE = 1 << 20  # the registry tables' delta.targetFileSize
+
+
+def _scattered(table: Any) -> bool:
+    """Whether a registry table holds more than twice the files its size needs (plus a
+    few): every device provisioned on its own adds a file, so after an onboarding wave
+    a full load (a gateway worker's start-up) opens thousands of tiny files."""
+    sizes: list[int] = table.get_add_actions(flatten=True).column("size_bytes").to_pylist()
+    needed = max(1, -(-sum(sizes) // _REGISTRY_FILE))
+    return len(sizes) > 2 * needed + 8
+
+
+def _maintain_registry(config: Config) -> list[dict[str, Any]]:
+    """Step 1 for the registry's tables: rewritten in files of about 1 MiB sorted by
+    their key, once scattered. A Z-order on one column sorts by it, so each file again
+    holds a narrow range of ids (a single-device MERGE skips the others by their
+    statistics), and it commits as a rearrangement (``dataChange=false``), which the
+    change data feed the gateway workers follow does not report: no worker reloads."""
+    report: list[dict[str, Any]] = []
+    for name, key in REGISTRY_KEYS.items():
+        path = f"registry/{name}"
+        table = open_table(config, path)
+        if table is None:
+            continue
+        row: dict[str, Any] = {"table": path, "version": table.version()}
+        started = time.monotonic()
+        removed = added = 0
+        if _scattered(table):
+
+            def rewrite(path: str = path, key: str = key) -> dict[str, Any]:
+                fresh = open_table(config, path)
+                assert fresh is not None
+                result: dict[str, Any] = fresh.optimize.z_order([key], target_size=_REGISTRY_FILE)
+                return result
+
+            metrics = retry_on_conflict(rewrite, what=f"sort {path}")
+            removed = int(metrics.get("numFilesRemoved", 0))
+            added = int(metrics.get("numFilesAdded", 0))
+        row["files_removed"], row["files_added"] = removed, added
+        _checkpoint_and_vacuum(config, path, row, started)
+        report.append(row)
+    return report
+
+
+def _checkpoint_and_vacuum(config: Config, name: str, row: dict[str, Any], started: float) -> None:
+    """Steps 2 and 3 of table ``name``, noted in its report ``row``."""
+    # Step 2
+    table = open_table(config, name)
+    assert table is not None
+    table.create_checkpoint()
+    # Step 3
+    deleted = table.vacuum(
+        retention_hours=int(config.lake_retention_hours),
+        dry_run=False,
+        enforce_retention_duration=False,
+    )
+    row["files_vacuumed"] = len(deleted)
+    row["seconds"] = round(time.monotonic() - started, 2)
+    logger.info("maintained %s: %s", name, row)
+
+
 def _maintain(config: Config, *, days: int, now: dt.datetime) -> list[dict[str, Any]]:
     report: list[dict[str, Any]] = []
     for name in TABLES:
@@ -251,18 +318,6 @@ def _maintain(config: Config, *, days: int, now: dt.datetime) -> list[dict[str, 
             removed += int(metrics.get("numFilesRemoved", 0))
             added += int(metrics.get("numFilesAdded", 0))
         row["files_removed"], row["files_added"] = removed, added
-        # Step 2
-        table = open_table(config, name)
-        assert table is not None
-        table.create_checkpoint()
-        # Step 3
-        deleted = table.vacuum(
-            retention_hours=int(config.lake_retention_hours),
-            dry_run=False,
-            enforce_retention_duration=False,
-        )
-        row["files_vacuumed"] = len(deleted)
-        row["seconds"] = round(time.monotonic() - started, 2)
-        logger.info("maintained %s: %s", name, row)
+        _checkpoint_and_vacuum(config, name, row, started)
         report.append(row)
-    return report
+    return report + _maintain_registry(config)

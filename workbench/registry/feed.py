@@ -192,6 +192,11 @@ class DeviceFeed:
             )
         except Exception as exc:  # deltalake raises its own errors for missing versions/files
             return self._load(f"versions {start}..{version} cannot be read by feed ({exc})")
+        if batch.num_rows == 0:
+            # versions that changed no row: maintenance rearranging files, a vacuum
+            # (the empty feed's columns may come back typed null, which take refuses)
+            self.version = version
+            return Changes(version, DeviceIndex())
         # the last change of each device wins (the feed is per file, not per version)
         # (an update's pre-image says nothing of the device now)
         batch = _without_views(batch)

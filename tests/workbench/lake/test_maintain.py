@@ -209,3 +209,48 @@ def test_a_day_devices_still_send_into_is_bin_packed_not_rewritten(
         .sort("device_id", "seq")
         .equals(before.sort("device_id", "seq"))
     )
+
+
+def test_a_scattered_registry_is_sorted_into_few_files_that_no_feed_reloads(
+    tmp_path: Path,
+) -> None:
+    """Every device provisioned on its own adds a file to ``registry/devices``; maintenance
+    sorts them back into one, and a gateway's change feed neither sees the rewrite nor
+    misses the next change."""
+    from workbench.lake.maintain import maintain
+    from workbench.registry.feed import DeviceFeed
+    from workbench.registry.store import Registry
+
+    config = Config.from_env(
+        {"WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_LAKE": str(tmp_path / "lake")}
+    )
+    registry = Registry(config, principal=Principal.system("admin"))
+    registry.add_tenant("t-1")
+    registry.add_building("b-1", tenant="t-1")
+    ids = [f"dev-{(i * 7) % 30:03d}" for i in range(30)]  # not in id order
+    for device in ids:
+        registry.provision(device, building="b-1", device_type="smoke")
+    uri = registry.table_uri("devices")
+    assert len(DeltaTable(uri).file_uris()) >= 30
+    feed = DeviceFeed(uri)
+    feed.load()
+    before = registry.frame("devices").sort("device_id")
+
+    report = {row["table"]: row for row in maintain(config, days=1)}
+
+    assert report["registry/devices"]["files_removed"] >= 30
+    assert report["registry/devices"]["files_added"] == 1
+    files = DeltaTable(uri).file_uris()
+    assert len(files) == 1
+    stored = pl.read_parquet(files[0])["device_id"].to_list()
+    assert stored == sorted(ids)
+    assert registry.frame("devices").sort("device_id").equals(before)
+    nothing = feed.changes()
+    assert (nothing.resync, len(nothing.devices), nothing.deleted) == (False, 0, frozenset())
+    registry.provision("dev-new", building="b-1", device_type="smoke")
+    later = feed.changes()
+    assert (later.resync, sorted(later.devices)) == (False, ["dev-new"])
+
+    # a table holding about the files its size needs is left as it is
+    again = {row["table"]: row for row in maintain(config, days=1)}
+    assert again["registry/devices"]["files_removed"] == 0
