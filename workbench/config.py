@@ -302,7 +302,7 @@ class Config(NotifySettings):
         "WORKBENCH_LAKE_RETRY_TIMEOUT",
         "30",
         "seconds an object-store lake's client retries a throttled or failed request "
-        "before the processor reports the store unavailable and backs off",
+        "before the processor reports the store unavailable and backs off (0: no retries)",
         "float",
     )
 

@@ -165,7 +165,11 @@ def is_store_error(exc: BaseException) -> bool:
 
 _STORE_ERROR = re.compile(r"Generic \w+ error")
 # S3 answers 503 SlowDown, Azure 503 ServerBusy, GCS 429: the store asks for fewer requests
-_THROTTLED = re.compile(r"\b(503|429)(?= (Service Unavailable|Too Many Requests|Slow Down))")
+_UNAVAILABLE = re.compile(r"\b(503|429)(?= (Service Unavailable|Too Many Requests|Slow Down))")
+# what S3 (SlowDown), Azure (ServerBusy) and GCS/others answer a client sending too much
+_THROTTLE_CODES = frozenset(
+    {"SlowDown", "ServerBusy", "TooManyRequests", "RequestLimitExceeded", "Throttling"}
+)
 
 
 def describe_store_error(config: Config, exc: BaseException) -> str:
@@ -179,6 +183,8 @@ def describe_store_error(config: Config, exc: BaseException) -> str:
     >>> describe_store_error(cfg, OSError("Generic S3 error\\n 503 Service Unavailable\\n"
     ...     "<Error><Code>SlowDown</Code><Message>Please reduce your request rate."))
     'store throttling requests (503 SlowDown) on s3://nobucket/lake'
+    >>> describe_store_error(cfg, OSError("Generic S3 error\\n 503 Service Unavailable"))
+    'store unavailable (503 Service Unavailable) on s3://nobucket/lake'
     """
     text = _ANSI.sub("", str(exc))
     scheme, _, rest = config.lake.partition("://")
@@ -195,11 +201,17 @@ def describe_store_error(config: Config, exc: BaseException) -> str:
         return f"{kind} {bucket} does not exist ({config.lake}); create it, or fix WORKBENCH_LAKE"
     if any(m in text for m in ("403 Forbidden", "lacked the necessary privileges", "401 ")):
         return f"access to {config.lake} denied (403); check {keys}"
-    throttled = _THROTTLED.search(text)
-    if throttled:
-        code = re.search(r"<Code>(\w+)</Code>", text)
-        said = f"{throttled.group(0)}{f' {code.group(1)}' if code else ''}"
-        return f"store throttling requests ({said}) on {config.lake}"
+    unavailable = _UNAVAILABLE.search(text)
+    if unavailable:
+        # a 503 without a throttling code may be a proxy or load balancer in front of a
+        # store that is down: named as such, not as throttling
+        found = re.search(r"<Code>(\w+)</Code>", text)
+        code = found.group(1) if found else None
+        if unavailable.group(1) == "429" or code in _THROTTLE_CODES:
+            said = f"{unavailable.group(1)}{f' {code}' if code else ''}"
+            return f"store throttling requests ({said}) on {config.lake}"
+        said = f"{unavailable.group(1)} {code or unavailable.group(2)}"
+        return f"store unavailable ({said}) on {config.lake}"
     if any(m in text for m in ("error sending request", "Connect", "timed out", "Timeout")):
         found = re.search(r"(https?://[^/\s]+)", text)
         where = found.group(1) if found else config.lake
