@@ -14,7 +14,12 @@ each page once on every server in turn, so both see the same machine load:
 * home (``.wb-who``) as the first tenant's viewer;
 * building (``.wb-kpi-temperature``: the figures; then ``.wb-trends canvas``: the charts)
   as that viewer;
-* fleet (``.wb-card``) as the first tenant's operator.
+* fleet (``.wb-card``) as the first tenant's operator;
+* provisioning (``.wb-prov-submit``, the Voila notebook) as that operator.
+
+``--registry N`` imports N more devices into the registry (spread over the demo
+buildings, in one commit) that never send: the pages then hold a fleet of that size,
+most of it silent, as one being onboarded is.
 
 A page's time runs from ``goto`` until its selector is in the page (the first load of a
 server is a warm-up, not counted). Medians per page and tree, and their ratio. Wall times
@@ -48,20 +53,24 @@ from workbench.config import Config
 __all__ = ["run_bench"]
 
 CHROMIUM = "/usr/bin/chromium"
+_VOILA = "voila:"  # a path on the Voila server, not the Panel one
 _PAGES = (
     # (name, user kind, path, selector)
     ("home", "viewer", "/", ".wb-who"),
     ("building: figures", "viewer", "/building", ".wb-kpi-temperature"),
     ("building: charts", "viewer", None, ".wb-trends canvas"),
     ("fleet", "operator", "/fleet", ".wb-card"),
+    # served by Voila (a kernel per page), on its own port: see _round
+    ("provisioning", "operator", _VOILA + "/voila/render/provisioning.ipynb", ".wb-prov-submit"),
 )
 
 
 def _lake(
-    config: Config, home: Path, *, devices: int, minutes: int
+    config: Config, home: Path, *, devices: int, minutes: int, registry: int = 0
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """A scratch home with the demo users and ``minutes`` of processed events: its env and
-    the demo users' passwords."""
+    """A scratch home with the demo users and ``minutes`` of processed events (and
+    ``registry`` more devices in the registry that never sent: silent, as a fleet
+    being onboarded is): its env and the demo users' passwords."""
     from ingest_service.processor.decode import RecordBatch
     from ingest_service.processor.processor import Processor
     from proving.demo import seed_demo
@@ -94,7 +103,30 @@ def _lake(
                 list(range(first, first + len(part))),
             )
         )
+    if registry:
+        _onboard(scratch, home / "onboarded.csv", registry)
     return env, {login.user: login.password for login in logins}
+
+
+def _onboard(config: Config, csv: Path, count: int) -> None:
+    """``count`` devices spread over the demo buildings, imported in one commit (what
+    ``workbench devices import`` does), none of which has sent anything."""
+    import polars as pl
+
+    from workbench.registry.store import Registry
+    from workbench.tenancy.principal import Principal
+
+    registry = Registry(config, principal=Principal.system("admin"))
+    buildings = registry.buildings()["building_id"].to_list()
+    pl.DataFrame(
+        {
+            "device_id": [f"onboard-{i:07d}" for i in range(count)],
+            "building_id": [buildings[i % len(buildings)] for i in range(count)],
+            "device_type": ["environment"] * count,
+        }
+    ).write_csv(csv)
+    say(f"importing {count:,} more devices into the registry (they send nothing) …")
+    registry.import_csv(csv)
 
 
 def _cwd(tree: Path | None, scratch: Path) -> Path:
@@ -106,8 +138,9 @@ def _cwd(tree: Path | None, scratch: Path) -> Path:
 
 def _serve(
     env: dict[str, str], tree: Path | None, log: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    """A dashboards server of ``tree`` (None: this one) on free ports; it and its URL."""
+) -> tuple[subprocess.Popen[bytes], tuple[str, str]]:
+    """A dashboards server of ``tree`` (None: this one) on free ports; it and its Panel
+    and Voila URLs."""
     env = {
         **env,
         "WORKBENCH_PANEL_PORT": str(free_port()),
@@ -131,7 +164,7 @@ def _serve(
             raise RuntimeError(f"the dashboards server exited: {log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"{url}/login", timeout=2):
-                return proc, url
+                return proc, (url, f"http://{config.host}:{config.voila_port}")
         except (urllib.error.URLError, OSError):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} did not come up: {log.read_text()[-2000:]}") from None
@@ -189,15 +222,17 @@ def _login(browser: Any, url: str, user: str, password: str) -> Any:
     return page
 
 
-def _round(pages: dict[str, Any], url: str) -> dict[str, float]:
-    """Each page once; seconds from ``goto`` to its selector."""
+def _round(pages: dict[str, Any], urls: tuple[str, str]) -> dict[str, float]:
+    """Each page once; seconds from ``goto`` to its selector. ``urls``: the Panel and the
+    Voila server's (the login's cookie serves both)."""
     took: dict[str, float] = {}
     started = 0.0
     for name, kind, path, selector in _PAGES:
         page = pages[kind]
         if path is not None:
             started = time.monotonic()
-            page.goto(f"{url}{path}")
+            on_voila = path.startswith(_VOILA)
+            page.goto(f"{urls[1] if on_voila else urls[0]}{path.removeprefix(_VOILA)}")
         page.wait_for_selector(selector, state="attached", timeout=120_000)
         took[name] = time.monotonic() - started
     return took
@@ -214,7 +249,9 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
         return 2
     home = config.home / "bench" / "dashboards"
     say(f"scratch lake: {args.devices} devices, {args.minutes} minutes of events …")
-    env, logins = _lake(config, home / "home", devices=args.devices, minutes=args.minutes)
+    env, logins = _lake(
+        config, home / "home", devices=args.devices, minutes=args.minutes, registry=args.registry
+    )
     trees: dict[str, Path | None] = {"this tree": None}
     if args.against is not None:
         trees[f"against {args.against}"] = args.against
@@ -230,14 +267,14 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
             )
             sessions = {
                 name: {
-                    kind: _login(browser, url, user, logins[user])
+                    kind: _login(browser, urls[0], user, logins[user])
                     for kind, user in (("viewer", "viewer1"), ("operator", "operator1"))
                 }
-                for name, (_, url) in servers.items()
+                for name, (_, urls) in servers.items()
             }
             for n in range(args.loads + 1):
-                for name, (_, url) in servers.items():
-                    took = _round(sessions[name], url)
+                for name, (_, urls) in servers.items():
+                    took = _round(sessions[name], urls)
                     if n == 0:
                         continue  # warm-up: the server's first page imports and caches
                     for page, seconds in took.items():
@@ -255,6 +292,7 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
     rows: list[list[object]] = [first]
     figures: dict[str, Any] = {
         "devices": args.devices,
+        "registry_devices": args.devices + args.registry,
         "loads": args.loads,
         "building: server CPU": dict(zip(names, cpu, strict=True)),
     }
@@ -277,6 +315,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=whole_number(1), default=60, help="minutes of events")
     parser.add_argument("--loads", type=whole_number(1), default=5, help="timed rounds per tree")
     parser.add_argument(
+        "--registry",
+        type=whole_number(0),
+        default=0,
+        help="more devices in the registry that send nothing (e.g. 1000000: the fleet, "
+        "silent-device and provisioning pages at a million devices)",
+    )
+    parser.add_argument(
         "--against",
         type=Path,
         default=None,
@@ -287,6 +332,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 add_bench(
     "dashboards",
     run_bench,
-    "page loads of home, building and fleet in Chromium, side by side with another tree",
+    "page loads of home, building, fleet and provisioning in Chromium, side by side with "
+    "another tree",
     _configure,
 )

@@ -146,7 +146,18 @@ def guard_handlers(handlers: list[Any]) -> list[Any]:
     from tornado.web import HTTPError, RequestHandler
     from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
     from voila.tornado.contentshandler import VoilaContentsHandler
+    from voila.tornado.handler import TornadoVoilaHandler
     from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
+
+    class PageHandler(TornadoVoilaHandler):  # type: ignore[misc]
+        async def prepare(self, **kwargs: Any) -> None:
+            await super().prepare(**kwargs)
+            # The page asks for its kernel's shutdown from its unload handler, sending the
+            # _xsrf cookie's value; nothing else here sets that cookie, so the call was
+            # refused (403) and every page left or reloaded kept its kernel until the
+            # culler came, counting against the user's cap: three reloads locked the
+            # user out. Reading the token sets the cookie.
+            _ = self.xsrf_token
 
     class OwnKernelHandler(KernelHandler):
         async def prepare(self, **kwargs: Any) -> None:
@@ -180,5 +191,6 @@ def guard_handlers(handlers: list[Any]) -> list[Any]:
         VoilaShutdownKernelHandler: OwnShutdownHandler,
         VoilaKernelWebsocketHandler: OwnWebsocketHandler,
         VoilaContentsHandler: NoListing,
+        TornadoVoilaHandler: PageHandler,
     }
     return [(h[0], replace.get(h[1], h[1]), *h[2:]) for h in handlers]

@@ -32,7 +32,6 @@ from workbench.dashboards.data import registry_for
 from workbench.exceptions import AlreadyExists, NotFound
 from workbench.registry.keys import sas_token
 from workbench.registry.records import shown
-from workbench.registry.store import DEVICE_LISTING
 from workbench.tenancy import Principal
 
 __all__ = ["FirstEvent", "ProvisioningActions", "first_event"]
@@ -78,8 +77,10 @@ class ProvisioningActions:
         return str(rows["tenant_id"][0])
 
     def _device_tenant(self, device_id: str) -> str | None:
-        rows = self.registry.devices().filter(pl.col("device_id") == device_id)
-        return None if rows.height == 0 else str(rows["tenant_id"][0])
+        try:  # a keyed read: one small file at any fleet size
+            return self.registry.device(device_id).tenant_id
+        except NotFound:
+            return None
 
     def _own_device(self, device_id: str) -> str:
         self._require()
@@ -179,22 +180,13 @@ class ProvisioningActions:
     ) -> pl.DataFrame:
         """Devices in scope whose id, building or room contains ``text`` (case-insensitive)."""
         self._require()
-        frame: pl.DataFrame = self.registry.devices()
-        if not self.principal.is_admin:
-            frame = frame.filter(pl.col("tenant_id") == self.principal.tenant_id)
-        if building:
-            frame = frame.filter(pl.col("building_id") == building)
-        if status:
-            frame = frame.filter(pl.col("status") == status)
-        if text.strip():
-            needle = text.strip().lower()
-            frame = frame.filter(
-                pl.any_horizontal(
-                    pl.col(c).fill_null("").str.to_lowercase().str.contains(needle, literal=True)
-                    for c in ("device_id", "building_id", "room")
-                )
-            )
-        return frame.select(DEVICE_LISTING).head(limit)
+        return self.registry.search_devices(
+            text,
+            tenant=None if self.principal.is_admin else self.principal.tenant_id,
+            building=building or None,
+            status=status or None,
+            limit=limit,
+        )
 
 
 _SAMPLE_READINGS: dict[str, dict[str, object]] = {

@@ -181,6 +181,39 @@ class RegistryReads:
         rows = rows.head(limit)
         return DevicePage(rows, total, str(rows["device_id"][-1]) if more else None)
 
+    def search_devices(
+        self,
+        text: str = "",
+        *,
+        tenant: str | None = None,
+        building: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+    ) -> pl.DataFrame:
+        """At most ``limit`` devices in scope, by id, whose id, building or room contains
+        ``text`` (case-insensitive), filtered like :meth:`devices`: a lazy scan of the
+        listing's columns, as :meth:`device_page`, so a search of a million devices
+        never holds them all as a frame."""
+        columns = list(DEVICE_LISTING)
+        table = commits.existing_table(self.table_uri("devices"))
+        if table is None:
+            empty = pl.from_arrow(DEVICES.empty_table())
+            assert isinstance(empty, pl.DataFrame)
+            return empty.select(columns)
+        scan = pl.scan_delta(table).select(columns).filter(self.principal.scope_filter())
+        for column, value in (("tenant_id", tenant), ("building_id", building), ("status", status)):
+            if value is not None:
+                scan = scan.filter(pl.col(column) == value)
+        if text.strip():
+            needle = text.strip().lower()
+            scan = scan.filter(
+                pl.any_horizontal(
+                    pl.col(c).fill_null("").str.to_lowercase().str.contains(needle, literal=True)
+                    for c in ("device_id", "building_id", "room")
+                )
+            )
+        return scan.sort("device_id").head(limit).collect()
+
     def device(self, device_id: str) -> Device:
         """One device, or raise NotFound. A keyed read: the files whose statistics cannot
         hold ``device_id`` are skipped, so it costs one small file at any fleet size."""

@@ -32,12 +32,15 @@ def test_bench_dashboards_times_every_page_of_two_trees_side_by_side(tmp_path: P
         "5",
         "--loads",
         "1",
+        "--registry",
+        "300",
         "--against",
         str(ROOT),
         timeout=600,
     )
     against = f"against {ROOT}"
-    for page in ("home", "building: figures", "building: charts", "fleet"):
+    assert figures["registry_devices"] == 320
+    for page in ("home", "building: figures", "building: charts", "fleet", "provisioning"):
         assert set(figures[page]) == {"this tree", against}, page
         assert all(seconds > 0 for seconds in figures[page].values()), page
     assert all(cpu > 0 for cpu in figures["building: server CPU"].values())

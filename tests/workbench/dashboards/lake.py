@@ -27,6 +27,7 @@ USERS = {
     "rita": ("viewer", "t-0001", "rita-password-1", ("b-0001",)),
     "vera": ("viewer", "t-0002", "vera-password-1", ("b-0002",)),
     "ops": ("operator", "t-0001", "ops-password-1", ()),
+    "opal": ("operator", "t-0001", "opal-password-1", ()),  # only reloads provisioning
     "ann": ("analyst", "t-0001", "ann-password-1", ()),
     "root": ("admin", None, "root-password-1", ()),
 }

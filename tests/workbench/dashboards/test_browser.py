@@ -419,6 +419,20 @@ def _send(site: Site, device: str, key: str) -> int:
         return int(exc.code)
 
 
+def test_reloading_the_provisioning_page_past_the_kernel_cap_is_never_refused(browser, site):
+    """Each page left or reloaded gives its kernel back (its unload call carries the
+    _xsrf cookie's value): opening the page two times more than a user may have kernels
+    still shows it. After a login on the Panel server nothing set that cookie, every
+    page's kernel waited for the culler (10 min), and the fourth load was refused."""
+    cap = site.lake.config.dashboard_max_kernels_per_user
+    page = _panel_login(browser, site, "opal")  # the login of the home page, as users do
+    for _ in range(cap + 2):
+        _render(page, site, "provisioning.ipynb", ".wb-prov-submit")
+        assert page.query_selector(".wb-error") is None
+    assert any(c["name"] == "_xsrf" for c in page.context.cookies())
+    page.context.close()
+
+
 def test_operator_provisions_a_device_that_can_then_send(browser, site):
     page = _login(browser, site, "ops")
     _render(page, site, "provisioning.ipynb", ".wb-prov-submit")

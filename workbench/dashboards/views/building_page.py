@@ -25,7 +25,11 @@ from workbench.dashboards.views.panel_common import (
 )
 from workbench.exceptions import InvalidInput, WorkbenchError
 
-__all__ = ["BuildingApp"]
+__all__ = ["DEVICE_ROWS", "BuildingApp"]
+
+
+DEVICE_ROWS = 500
+"""Devices the building page lists in its table and picker (silent ones first)."""
 
 
 class _RangeRefused(str):
@@ -167,6 +171,13 @@ class BuildingApp(LiveApp):
             visible=False,
         )
         self.devices = pn.pane.HTML(css_classes=["wb-devices"], sizing_mode="stretch_width")
+        self.device_list = pn.widgets.FileDownload(
+            callback=self._devices_csv,
+            filename="devices.csv",
+            label="Download CSV (every device)",
+            css_classes=["wb-devices-csv"],
+            width=240,
+        )
         self.updated = pn.pane.HTML(css_classes=["wb-updated"], sizing_mode="stretch_width")
         self.download = pn.widgets.FileDownload(
             callback=self._csv,
@@ -210,6 +221,7 @@ class BuildingApp(LiveApp):
             ),
             pn.pane.HTML("<h4>Device health</h4>"),
             self.devices,
+            self.device_list,
             self.updated,
             sizing_mode="stretch_width",
             css_classes=["wb-page"],
@@ -282,6 +294,19 @@ class BuildingApp(LiveApp):
         self.trends = trends
         self._draw(snap, trends)
 
+    def _devices_csv(self) -> Any:
+        """Every device of the building, as the table shows them (the table stops at
+        DEVICE_ROWS)."""
+        import io
+
+        devices = self.snapshot.devices if self.snapshot is not None else pl.DataFrame()
+        if devices.height:
+            devices = devices.with_columns(
+                pl.col("last_seen").dt.convert_time_zone(self.zone.value)
+            )
+        self.device_list.filename = f"{self.picker.value}-devices.csv"
+        return io.BytesIO(devices.write_csv().encode())
+
     def _csv(self) -> Any:
         import io
 
@@ -350,10 +375,14 @@ class BuildingApp(LiveApp):
             "back until it is complete</small>"
         )
         self.source.data = trend_data(trends, zone)
+        # a building of a fleet being onboarded can hold a hundred thousand devices: the
+        # picker and the table take the first DEVICE_ROWS, silent ones first (what needs
+        # looking at), and the CSV has them all
+        listed = snap.devices.head(DEVICE_ROWS)
         options = {
             f"{r['device_id']} ({r['device_type']}, floor {fmt(r['floor'])}, "
             f"{r['room'] or '-'})": r["device_id"]
-            for r in snap.devices.sort("device_id").iter_rows(named=True)
+            for r in listed.sort("device_id").iter_rows(named=True)
         }
         options = {"(pick a device)": ""} | options
         if options != self.device.options:
@@ -362,13 +391,19 @@ class BuildingApp(LiveApp):
             self.device.value = current if current in options.values() else ""
         self._draw_device()
         silent = snap.devices.filter(pl.col("silent"))
-        shown = snap.devices.with_columns(
+        shown = listed.with_columns(
             pl.when(pl.col("silent")).then(pl.lit("silent")).otherwise(pl.lit("ok")).alias("health")
         ).select("device_id", "device_type", "floor", "room", "status", "health", "last_seen")
+        cut = (
+            f"<p class='wb-devices-cut'>the first {listed.height:,} of {snap.devices.height:,}"
+            " devices, silent ones first: the CSV below has every one</p>"
+            if listed.height < snap.devices.height
+            else ""
+        )
         self.devices.object = (
             f"<p><span class='wb-silent-count'>{silent.height}</span> of {snap.devices.height} "
             f"device(s) silent for more than {int(self.store.silent_after.total_seconds() // 60)}"
-            " minutes</p>" + html_table(shown, "wb-device-table", zone=zone)
+            " minutes</p>" + cut + html_table(shown, "wb-device-table", zone=zone)
         )
         last = state.get("last_event_ts")
         self.updated.object = (
