@@ -85,6 +85,18 @@ def registry_for(config: Config, principal: Principal) -> Registry:
     return Registry(config, principal=principal)
 
 
+_DEVICE_COLUMNS = (
+    "device_id",
+    "tenant_id",
+    "building_id",
+    "floor",
+    "room",
+    "device_type",
+    "status",
+)
+"""The registry's columns the dashboards' device lists and counts use."""
+
+
 @dataclasses.dataclass(frozen=True)
 class BuildingSnapshot:
     """Everything the building dashboard draws at one moment."""
@@ -213,10 +225,10 @@ class DataStore:
         )
 
     def _registered(self, building_ids: list[str] | None) -> pl.DataFrame:
-        frame: pl.DataFrame = self.registry.devices()
+        # only the columns the pages use: at a million devices the whole table costs
+        # the building page most of its server time
+        frame = self.registry.device_columns(_DEVICE_COLUMNS, buildings=building_ids)
         frame = frame.filter(self.principal.scope_filter())
-        if building_ids is not None:
-            frame = frame.filter(pl.col("building_id").is_in(building_ids))
         return frame.filter(pl.col("status") != "deprovisioned")
 
     def _devices(self, building_id: str, recent: pl.DataFrame, now: dt.datetime) -> pl.DataFrame:

@@ -5,6 +5,7 @@ is filtered to what the principal may see; a foreign tenant's rows look absent."
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -180,6 +181,22 @@ class RegistryReads:
         more = rows.height > limit
         rows = rows.head(limit)
         return DevicePage(rows, total, str(rows["device_id"][-1]) if more else None)
+
+    def device_columns(
+        self, columns: Sequence[str], *, buildings: Sequence[str] | None = None
+    ) -> pl.DataFrame:
+        """``columns`` of the devices in scope (of ``buildings`` only, when given): a lazy
+        scan reading just those columns (and the scope's), for pages that summarise a
+        fleet of a million devices without holding every column of each."""
+        table = commits.existing_table(self.table_uri("devices"))
+        if table is None:
+            empty = pl.from_arrow(DEVICES.empty_table())
+            assert isinstance(empty, pl.DataFrame)
+            return empty.select(columns)
+        scan = pl.scan_delta(table).filter(self.principal.scope_filter())
+        if buildings is not None:
+            scan = scan.filter(pl.col("building_id").is_in(list(buildings)))
+        return scan.select(columns).collect()
 
     def search_devices(
         self,
