@@ -140,6 +140,33 @@ class RegistryReads:
                 frame = frame.filter(pl.col(column) == value)
         return frame
 
+    def _scan(
+        self,
+        columns: Sequence[str],
+        *,
+        tenant: str | None = None,
+        building: str | None = None,
+        status: str | None = None,
+        buildings: Sequence[str] | None = None,
+    ) -> pl.LazyFrame:
+        """A lazy scan of ``columns`` of the devices in scope, filtered like
+        :meth:`devices` and to ``buildings`` when given (empty, with the columns, when
+        the table does not exist yet): it
+        reads only those columns (and the filters'), so a million devices are never held
+        in memory as a whole frame."""
+        table = commits.existing_table(self.table_uri("devices"))
+        if table is None:
+            empty = pl.from_arrow(DEVICES.empty_table())
+            assert isinstance(empty, pl.DataFrame)
+            return empty.lazy().select(columns)
+        scan = pl.scan_delta(table).filter(self.principal.scope_filter())
+        for column, value in (("tenant_id", tenant), ("building_id", building), ("status", status)):
+            if value is not None:
+                scan = scan.filter(pl.col(column) == value)
+        if buildings is not None:
+            scan = scan.filter(pl.col("building_id").is_in(list(buildings)))
+        return scan.select(columns)
+
     def device_page(
         self,
         *,
@@ -154,22 +181,11 @@ class RegistryReads:
 
         Keyset pagination (the next page starts after the last id shown), so a device
         added or removed meanwhile shifts no other page. The filters and the page are
-        applied by a lazy scan that reads only the listing's columns: the whole table is
-        never held in memory as a frame, which matters at a million devices.
+        applied by a lazy scan that reads only the listing's columns (:meth:`_scan`).
         """
         if limit < 0:
             raise InvalidInput(f"limit {limit}: must be 0 (all) or more", hint="pass --limit N")
-        columns = list(DEVICE_LISTING)
-        table = commits.existing_table(self.table_uri("devices"))
-        if table is None:
-            empty = pl.from_arrow(DEVICES.empty_table())
-            assert isinstance(empty, pl.DataFrame)
-            return DevicePage(empty.select(columns), 0, None)
-        scan = pl.scan_delta(table).select(columns)
-        scan = scan.filter(self.principal.scope_filter())
-        for column, value in (("tenant_id", tenant), ("building_id", building), ("status", status)):
-            if value is not None:
-                scan = scan.filter(pl.col(column) == value)
+        scan = self._scan(DEVICE_LISTING, tenant=tenant, building=building, status=status)
         total = int(scan.select(pl.len()).collect().item())
         if after is not None:
             scan = scan.filter(pl.col("device_id") > after)
@@ -185,18 +201,9 @@ class RegistryReads:
     def device_columns(
         self, columns: Sequence[str], *, buildings: Sequence[str] | None = None
     ) -> pl.DataFrame:
-        """``columns`` of the devices in scope (of ``buildings`` only, when given): a lazy
-        scan reading just those columns (and the scope's), for pages that summarise a
-        fleet of a million devices without holding every column of each."""
-        table = commits.existing_table(self.table_uri("devices"))
-        if table is None:
-            empty = pl.from_arrow(DEVICES.empty_table())
-            assert isinstance(empty, pl.DataFrame)
-            return empty.select(columns)
-        scan = pl.scan_delta(table).filter(self.principal.scope_filter())
-        if buildings is not None:
-            scan = scan.filter(pl.col("building_id").is_in(list(buildings)))
-        return scan.select(columns).collect()
+        """``columns`` of the devices in scope (of ``buildings`` only, when given), for
+        pages that summarise a fleet of a million devices (:meth:`_scan`)."""
+        return self._scan(columns, buildings=buildings).collect()
 
     def search_devices(
         self,
@@ -208,19 +215,8 @@ class RegistryReads:
         limit: int = 200,
     ) -> pl.DataFrame:
         """At most ``limit`` devices in scope, by id, whose id, building or room contains
-        ``text`` (case-insensitive), filtered like :meth:`devices`: a lazy scan of the
-        listing's columns, as :meth:`device_page`, so a search of a million devices
-        never holds them all as a frame."""
-        columns = list(DEVICE_LISTING)
-        table = commits.existing_table(self.table_uri("devices"))
-        if table is None:
-            empty = pl.from_arrow(DEVICES.empty_table())
-            assert isinstance(empty, pl.DataFrame)
-            return empty.select(columns)
-        scan = pl.scan_delta(table).select(columns).filter(self.principal.scope_filter())
-        for column, value in (("tenant_id", tenant), ("building_id", building), ("status", status)):
-            if value is not None:
-                scan = scan.filter(pl.col(column) == value)
+        ``text`` (case-insensitive), filtered like :meth:`devices` (:meth:`_scan`)."""
+        scan = self._scan(DEVICE_LISTING, tenant=tenant, building=building, status=status)
         if text.strip():
             needle = text.strip().lower()
             scan = scan.filter(
