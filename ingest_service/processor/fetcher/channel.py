@@ -4,10 +4,12 @@ The two talk over the child's stdin/stdout; every message of the child is a requ
 the parent (:class:`~ingest_service.processor.consumer.Poller`) answers:
 
 * ``("records", values, value_lengths, keys, key_lengths, partitions, offsets[,
-  parsed])`` (values and keys packed, see :mod:`~ingest_service.processor.packed`;
-  partitions and offsets numpy arrays; ``parsed``, from the librdkafka member only:
-  the values' NDJSON parse as a ``pyarrow.Table``, or None when it failed, see
-  :mod:`~ingest_service.processor.ndjson`) and ``("idle",)`` after each poll — answered
+  parsed, urgent])`` (values and keys packed, see :mod:`~ingest_service.processor.packed`;
+  partitions and offsets numpy arrays; ``parsed`` and ``urgent``, from the librdkafka
+  member only: the values' NDJSON parse as a ``pyarrow.Table``, or None when it failed,
+  see :mod:`~ingest_service.processor.ndjson`, and whether the chunk holds a smoke or
+  intrusion detector turning on, see :mod:`~ingest_service.processor.fetcher.flags`)
+  and ``("idle",)`` after each poll — answered
   ``(commits, stop, take_at)`` once the parent's queue has room (that is the
   back-pressure): Kafka offsets to commit for lag monitoring, whether to leave, and
   when (``time.monotonic()``) the parent takes its next batch, which the librdkafka
