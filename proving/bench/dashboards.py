@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import statistics
@@ -54,6 +55,7 @@ __all__ = ["run_bench"]
 
 CHROMIUM = "/usr/bin/chromium"
 _VOILA = "voila:"  # a path on the Voila server, not the Panel one
+_PAGE_TIMEOUT_S = 120
 _PAGES = (
     # (name, user kind, path, selector)
     ("home", "viewer", "/", ".wb-who"),
@@ -225,6 +227,8 @@ def _login(browser: Any, url: str, user: str, password: str) -> Any:
 def _round(pages: dict[str, Any], urls: tuple[str, str]) -> dict[str, float]:
     """Each page once; seconds from ``goto`` to its selector. ``urls``: the Panel and the
     Voila server's (the login's cookie serves both)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     took: dict[str, float] = {}
     started = 0.0
     for name, kind, path, selector in _PAGES:
@@ -233,9 +237,19 @@ def _round(pages: dict[str, Any], urls: tuple[str, str]) -> dict[str, float]:
             started = time.monotonic()
             on_voila = path.startswith(_VOILA)
             page.goto(f"{urls[1] if on_voila else urls[0]}{path.removeprefix(_VOILA)}")
-        page.wait_for_selector(selector, state="attached", timeout=120_000)
+        try:
+            page.wait_for_selector(selector, state="attached", timeout=_PAGE_TIMEOUT_S * 1000)
+        except PlaywrightTimeout:
+            # a page that does not show is a finding, not the end of the bench
+            say(f"  {name}: not shown within {_PAGE_TIMEOUT_S} s")
+            took[name] = math.inf
+            continue
         took[name] = time.monotonic() - started
     return took
+
+
+def _shown(seconds: float) -> str:
+    return f"> {_PAGE_TIMEOUT_S} s" if math.isinf(seconds) else f"{seconds:.2f}"
 
 
 def run_bench(config: Config, args: argparse.Namespace) -> int:
@@ -298,11 +312,15 @@ def run_bench(config: Config, args: argparse.Namespace) -> int:
     }
     for page, *_ in _PAGES:
         medians = [statistics.median(times[name][page]) for name in names]
-        row: list[object] = [page, *(f"{m:.2f}" for m in medians)]
+        row: list[object] = [page, *(_shown(m) for m in medians)]
         if len(names) == 2:
-            row.append(f"{medians[1] / medians[0]:.2f}x")
+            finite = not any(math.isinf(m) for m in medians)
+            row.append(f"{medians[1] / medians[0]:.2f}x" if finite else "—")
         rows.append(row)
-        figures[page] = dict(zip(names, medians, strict=True))
+        # a page not shown in time is recorded as null (JSON has no infinity)
+        figures[page] = {
+            name: None if math.isinf(m) else m for name, m in zip(names, medians, strict=True)
+        }
     figures["load_average"] = os.getloadavg()
     header = ["page (median s)", *names] + (["against / this"] if len(names) == 2 else [])
     report(config, "dashboards", rows, header=header, figures=json.loads(json.dumps(figures)))

@@ -45,3 +45,29 @@ def test_bench_dashboards_times_every_page_of_two_trees_side_by_side(tmp_path: P
         assert all(seconds > 0 for seconds in figures[page].values()), page
     assert all(cpu > 0 for cpu in figures["building: server CPU"].values())
     assert "against / this" in done.stdout
+
+
+def test_a_page_that_does_not_show_is_reported_and_the_round_goes_on(capsys):
+    """At a million devices the building page once never showed: the bench then said
+    'internal error' and printed nothing. A page past the timeout is now a figure."""
+    import math
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    from proving.bench import dashboards
+
+    class Page:  # what _round uses of a Playwright page; the building page never shows
+        def goto(self, url: str) -> None:
+            self.url = url
+
+        def wait_for_selector(self, selector: str, **_: object) -> None:
+            if selector.startswith(".wb-kpi") or selector.startswith(".wb-trends"):
+                raise PlaywrightTimeout("Timeout 120000ms exceeded.")
+
+    page = Page()
+    took = dashboards._round({"viewer": page, "operator": page}, ("http://p", "http://v"))
+    assert math.isinf(took["building: figures"]) and math.isinf(took["building: charts"])
+    assert not math.isinf(took["fleet"]) and not math.isinf(took["provisioning"])
+    assert page.url == "http://v/voila/render/provisioning.ipynb"
+    assert "building: figures: not shown within 120 s" in capsys.readouterr().err
+    assert dashboards._shown(math.inf) == "> 120 s"
