@@ -17,9 +17,12 @@ failure counter lives here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["GatewayMetrics"]
 
@@ -147,10 +150,8 @@ class GatewayMetrics:
     def _collected(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:
             return self.registry
-        from prometheus_client.multiprocess import MultiProcessCollector
-
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        _SettledFilesCollector(merged, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
         return merged
 
     def render(self) -> bytes:
@@ -161,3 +162,23 @@ class GatewayMetrics:
         """The registry version every live worker serves (None until all have loaded)."""
         value = self._collected().get_sample_value("gateway_registry_version")
         return None if value is None or value < 0 else int(value)
+
+
+class _SettledFilesCollector(MultiProcessCollector):
+    """prometheus-client's multiprocess collector, minus files still being created.
+
+    A worker creates its file empty and sizes it a moment later; the stock collector
+    reading it in between fails with ``struct.error``, and ``/healthz`` or ``/metrics``
+    answered 500 while a sibling worker was starting. An empty file has no values yet,
+    so leaving it out is exact.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in Path(self._path).glob("*.db"):
+            try:
+                if path.stat().st_size > 0:
+                    files.append(str(path))
+            except FileNotFoundError:  # a dead worker's live gauge, just removed
+                continue
+        return self.merge(files, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
