@@ -408,6 +408,12 @@ class Config(NotifySettings):
         "Voila page kernels one user may have running at once",
         "int",
     )
+    dashboard_warm_kernels: int = _setting(
+        "WORKBENCH_DASHBOARD_WARM_KERNELS",
+        "1",
+        "Voila kernels started ahead, imports done, waiting for the next pages (0: none)",
+        "count",
+    )
     dashboard_refresh: float = _setting(
         "WORKBENCH_DASHBOARD_REFRESH", "5", "seconds between a live dashboard's refreshes", "float"
     )

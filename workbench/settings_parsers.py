@@ -66,6 +66,7 @@ def _number(
 
 
 _parse_int = _number(int, lambda v: v >= 1, "a whole number", "a number of at least 1")
+_parse_count = _number(int, lambda v: v >= 0, "a whole number", "a number of at least 0")
 _parse_port = _number(
     int, lambda v: 1 <= v <= 65535, "a TCP port number 1-65535", "a TCP port number 1-65535"
 )
@@ -173,6 +174,7 @@ PARSERS: dict[str, Callable[[Setting, str], Any]] = {
     "path": _parse_path,
     "dir": _parse_dir,
     "int": _parse_int,
+    "count": _parse_count,
     "port": _parse_port,
     "float": _parse_float,
     "servers": _parse_servers,

@@ -15,11 +15,20 @@
   unload call, a dropped network).
 * The notebook listing (``/voila/api/contents``) answers 404 to everyone: the start page
   it served redirects to the Panel server, and a viewer may open no Voila page at all.
+* ``WORKBENCH_DASHBOARD_WARM_KERNELS`` kernels wait for pages, started and with the
+  pages' imports done (:data:`WARM_UP`): starting Python and importing Panel, polars
+  and pyarrow was most of a page's first paint. A waiting kernel belongs to nobody
+  (404 to everyone) and is never culled. A page that takes one first hands it the
+  request's environment (the signed identity among it), so it is then what a freshly
+  started kernel would be. Each serves one page.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
 import time
 from typing import Any
 
@@ -29,6 +38,7 @@ from workbench.filemodes import write_json
 
 __all__ = [
     "SUBPROTOCOL",
+    "WARM_UP",
     "cull_traits",
     "guard_handlers",
     "kernel_count_line",
@@ -36,7 +46,16 @@ __all__ = [
     "write_kernel_count",
 ]
 
+logger = logging.getLogger(__name__)
+
 SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
+# What a waiting kernel runs before a page takes it: the pages' imports.
+WARM_UP = "import workbench.dashboards.views"
+# A waiting kernel starts where Voila starts a page's (the served folder's top).
+_WARM_PATH = ""
+_READY_TIMEOUT_S = 60.0
+# After a kernel failed to warm up, pages start cold kernels for this long.
+_WARM_RETRY_S = 60.0
 
 
 def cull_traits(config: Config) -> dict[str, Any]:
@@ -61,6 +80,10 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             super().__init__(**kwargs)  # type: ignore[no-untyped-call]
             self.owners: dict[str, str] = {}
             self.starting: list[str] = []
+            self.warm: list[str] = []  # started, warmed up, waiting for a page
+            self.warming = 0
+            self.warm_retry_at = 0.0
+            self._tasks: set[asyncio.Future[None]] = set()
 
         def owner(self, kernel_id: str) -> str | None:
             """The user whose page started ``kernel_id`` (None: no such kernel)."""
@@ -96,12 +119,94 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             # 1. hold the slot while the kernel starts, so concurrent pages count
             self.starting.append(user)
             try:
-                kernel_id = str(await super().start_kernel(**kwargs))
+                kernel_id = await self._take_warm(kwargs)
+                if kernel_id is None:
+                    kernel_id = str(await super().start_kernel(**kwargs))
             finally:
                 self.starting.remove(user)
             # 2. the kernel is its user's from now on
             self.owners[kernel_id] = user
+            self.fill_pool()
             return kernel_id
+
+        def fill_pool(self) -> None:
+            """Start warming kernels until ``WORKBENCH_DASHBOARD_WARM_KERNELS`` wait."""
+            if time.monotonic() < self.warm_retry_at:
+                return
+            missing = config.dashboard_warm_kernels - len(self.warm) - self.warming
+            for _ in range(max(0, missing)):
+                self.warming += 1
+                task = asyncio.ensure_future(self._warm_one())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        async def _warm_one(self) -> None:
+            kernel_id = None
+            try:
+                start: dict[str, Any] = {"path": _WARM_PATH, "env": dict(os.environ)}
+                kernel_id = str(await super().start_kernel(**start))
+                await self._run(kernel_id, WARM_UP)
+            except Exception:
+                logger.exception("a kernel failed to warm up: pages start cold kernels")
+                self.warm_retry_at = time.monotonic() + _WARM_RETRY_S
+                if kernel_id is not None and kernel_id in self:
+                    await self.shutdown_kernel(kernel_id, now=True)
+            else:
+                self.warm.append(kernel_id)
+            finally:
+                self.warming -= 1
+
+        async def _take_warm(self, kwargs: dict[str, Any]) -> str | None:
+            """A waiting kernel given the page's environment, or None (start a cold one)."""
+            name = kwargs.get("kernel_name") or self.default_kernel_name
+            if name != self.default_kernel_name or kwargs.get("path", _WARM_PATH) != _WARM_PATH:
+                return None
+            while self.warm:
+                kernel_id = self.warm.pop(0)
+                if kernel_id not in self:  # shut down meanwhile
+                    continue
+                # what a cold start would have put in its environment: the request's
+                # variables (the identity, Voila's URLs) over the server's own
+                env = kwargs.get("env") or {}
+                update = {k: v for k, v in env.items() if os.environ.get(k) != v}
+                code = f"import json, os\nos.environ.update(json.loads({json.dumps(update)!r}))"
+                try:
+                    await self._run(kernel_id, code)
+                except Exception:
+                    logger.exception("a waiting kernel refused its page: it is shut down")
+                    await self.shutdown_kernel(kernel_id, now=True)
+                    continue
+                return kernel_id
+            return None
+
+        async def _run(self, kernel_id: str, code: str) -> None:
+            client: Any = self.get_kernel(kernel_id).client()
+            client.start_channels()
+            try:
+                await client.wait_for_ready(timeout=_READY_TIMEOUT_S)
+                reply = await client.execute_interactive(
+                    code,
+                    store_history=False,
+                    allow_stdin=False,
+                    timeout=_READY_TIMEOUT_S,
+                    output_hook=lambda _message: None,
+                )
+            finally:
+                client.stop_channels()
+            content = reply["content"]
+            if content["status"] != "ok":
+                raise RuntimeError(f"{content.get('ename')}: {content.get('evalue')}")
+
+        async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+            if kernel_id not in self.warm:  # a waiting kernel is idle by design
+                await super().cull_kernel_if_idle(kernel_id)  # type: ignore[no-untyped-call]
+
+        async def shutdown_kernel(  # type: ignore[override]
+            self, kernel_id: str, *args: Any, **kwargs: Any
+        ) -> None:
+            if kernel_id in self.warm:
+                self.warm.remove(kernel_id)
+            await super().shutdown_kernel(kernel_id, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     return WorkbenchKernelManager
 
@@ -110,7 +215,8 @@ def write_kernel_count(config: Config, manager: Any) -> None:
     """Write how many kernels ``manager`` runs, and the caps, to
     ``$WORKBENCH_HOME/run/dashboard-kernels.json`` for ``workbench status``."""
     count = {
-        "kernels": len(manager.list_kernel_ids()),
+        "kernels": len(set(manager.list_kernel_ids()) - set(manager.warm)),
+        "warm": len(manager.warm),
         "max_kernels": config.dashboard_max_kernels,
         "at": time.time(),
     }
@@ -125,10 +231,11 @@ def kernel_count_line(config: Config) -> tuple[str, dict[str, int]] | None:
     except (OSError, ValueError):
         return None
     kernels, cap = int(count["kernels"]), int(count["max_kernels"])
-    text = f"{kernels} of {cap} provisioning kernels"
+    warm = int(count.get("warm", 0))
+    text = f"{kernels} of {cap} provisioning kernels, {warm} waiting"
     if kernels >= 0.8 * cap:
         text += " (near the cap WORKBENCH_DASHBOARD_MAX_KERNELS: new pages will be refused)"
-    return text, {"kernels": kernels, "max_kernels": cap}
+    return text, {"kernels": kernels, "max_kernels": cap, "warm": warm}
 
 
 def _check_owner(handler: Any, kernel_id: str) -> None:

@@ -238,7 +238,7 @@ def _voila_class(config: Config) -> type[Any]:
 
 def run_voila(config: Config) -> int:
     """Serve the dashboards until SIGTERM/SIGINT (kernels are shut down on the way out)."""
-    from tornado.ioloop import PeriodicCallback
+    from tornado.ioloop import IOLoop, PeriodicCallback
 
     from workbench.dashboards.kernels import write_kernel_count
     from workbench.dashboards.panel_server import panel_server
@@ -247,6 +247,8 @@ def run_voila(config: Config) -> int:
     app = voila_app(config, root=root)
     # the kernel count for 'workbench status', written where it looks
     PeriodicCallback(lambda: write_kernel_count(config, app.kernel_manager), 5000).start()
+    # kernels waiting for the first pages (the manager exists once the loop runs)
+    IOLoop.current().add_callback(lambda: app.kernel_manager.fill_pool())
     # one process, one loop: the Panel server listens now and serves once Voila's loop runs
     server = panel_server(config, root)
     server.start()

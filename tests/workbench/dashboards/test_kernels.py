@@ -1,0 +1,120 @@
+"""The Voila kernel manager's waiting kernels, on real kernel processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.web import HTTPError
+
+from workbench.config import Config
+from workbench.dashboards.identity import IDENTITY_ENV, sign_identity
+from workbench.dashboards.kernels import kernel_manager_class
+
+pytestmark = pytest.mark.integration
+
+SECRET = b"s" * 32
+# What a page's kernel reports about itself: who it works for, and whether the pages'
+# imports were done before it ran a line of the page.
+PROBE = (
+    "import os, sys\n"
+    "print(os.environ.get({env!r}), 'workbench.dashboards.views' in sys.modules, os.getpid())"
+)
+
+
+async def _run(manager: Any, kernel_id: str, code: str) -> str:
+    client = manager.get_kernel(kernel_id).client()
+    client.start_channels()
+    out: list[str] = []
+
+    def hook(message: dict[str, Any]) -> None:
+        if message["msg_type"] == "stream":
+            out.append(message["content"]["text"])
+
+    try:
+        await client.wait_for_ready(timeout=60)
+        await client.execute_interactive(code, timeout=60, output_hook=hook)
+    finally:
+        client.stop_channels()
+    return "".join(out).strip()
+
+
+async def _until(what: Any, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not what():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+
+
+def _page_env(user: str) -> dict[str, str]:
+    return {IDENTITY_ENV: sign_identity(SECRET, user, expiry=int(time.time()) + 3600)}
+
+
+def test_a_page_takes_the_waiting_kernel_with_its_own_identity_and_the_pool_refills(
+    tmp_path: Path,
+):
+    config = Config.from_env({"WORKBENCH_HOME": str(tmp_path / "home")})
+    assert config.dashboard_warm_kernels == 1
+
+    async def scenario() -> None:
+        manager = kernel_manager_class(config, SECRET)(root_dir=str(tmp_path))
+        try:
+            manager.fill_pool()
+            await _until(lambda: len(manager.warm) == 1)
+            (waiting,) = manager.warm
+            assert manager.owner(waiting) is None  # nobody's: 404 to every user
+            await manager.cull_kernel_if_idle(waiting)  # idle by design, never culled
+            assert waiting in manager
+
+            # a page without a valid login gets nothing, and leaves the kernel waiting
+            with pytest.raises(HTTPError) as refused:
+                await manager.start_kernel(env={IDENTITY_ENV: "olga|1|forged"})
+            assert refused.value.status_code == 403
+            assert manager.warm == [waiting]
+
+            olgas = await manager.start_kernel(
+                kernel_name="python3", path="", env=_page_env("olga")
+            )
+            assert olgas == waiting and manager.owner(olgas) == "olga"
+            identity, imported, _ = (
+                await _run(manager, olgas, PROBE.format(env=IDENTITY_ENV))
+            ).split()
+            assert identity.startswith("olga|") and imported == "True"
+
+            # the next page finds a fresh waiting kernel, never olga's
+            await _until(lambda: len(manager.warm) == 1)
+            assert manager.warm != [olgas]
+            olegs = await manager.start_kernel(env=_page_env("oleg"))
+            assert olegs not in (olgas,) and manager.owner(olegs) == "oleg"
+            identity, _, _ = (await _run(manager, olegs, PROBE.format(env=IDENTITY_ENV))).split()
+            assert identity.startswith("oleg|")
+        finally:
+            await manager.shutdown_all()
+
+    asyncio.run(scenario())
+
+
+def test_without_waiting_kernels_a_page_starts_its_own(tmp_path: Path):
+    config = Config.from_env(
+        {"WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_DASHBOARD_WARM_KERNELS": "0"}
+    )
+
+    async def scenario() -> None:
+        manager = kernel_manager_class(config, SECRET)(root_dir=str(tmp_path))
+        try:
+            manager.fill_pool()
+            assert manager.warm == [] and manager.warming == 0
+            kernel = await manager.start_kernel(env=_page_env("olga"))
+            identity, imported, _ = (
+                await _run(manager, kernel, PROBE.format(env=IDENTITY_ENV))
+            ).split()
+            # a cold kernel: the page itself will import what it needs
+            assert identity.startswith("olga|") and imported == "False"
+            assert manager.warm == [] and manager.warming == 0
+        finally:
+            await manager.shutdown_all()
+
+    asyncio.run(scenario())
