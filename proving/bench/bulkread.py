@@ -1,4 +1,4 @@
-"""``workbench bench bulk-read``: dataframe-sized reads into polars, three ways side by side.
+"""``workbench bench bulk-read``: dataframe-sized reads into polars, four ways side by side.
 
 Over the benchmarks' simulated lake (:func:`proving.bench.query.ensure_bench_lake`,
 2 M events by default) a HiveServer2 with its Arrow Flight door is started in-process
@@ -8,8 +8,11 @@ store, password login) brings two results into polars:
 * **one building's day**: every column of one building's events on the last full day;
 * **N rows** (1 M by default): five columns of the tenant's telemetry.
 
-Each through the Flight door (:func:`workbench.query.flight.flight_read`, what
-``workbench.hub.kernel.query`` calls in a notebook), through HiveServer2 with pyhive's
+Each through the Flight door on this machine (:func:`workbench.query.local_door.local_read`:
+the result in shared memory, what ``workbench.hub.kernel.query`` uses in a notebook
+beside the door), through the Flight door over gRPC
+(:func:`workbench.query.flight.flight_read`, what it uses when the door is on another
+machine), through HiveServer2 with pyhive's
 ``fetchall`` (what ``%%sql`` and ``hive_connection`` do), and read straight from the
 Delta files with polars as the system user with the same tenant filter: the ceiling
 no scoped door can beat. A fourth row is the floor of any door over a socket: the
@@ -60,6 +63,7 @@ def bench_bulk_read(config: Config, args: argparse.Namespace) -> int:
     from workbench.lake.tables import table_uri
     from workbench.query.flight import flight_read
     from workbench.query.hiveserver2 import HiveServer2
+    from workbench.query.local_door import local_read
 
     bench_config, end = ensure_bench_lake(
         config, events=args.events, devices=args.devices, days=args.days
@@ -105,6 +109,12 @@ def bench_bulk_read(config: Config, args: argparse.Namespace) -> int:
             assert isinstance(frame, pl.DataFrame)
             return frame
 
+        def via_shared_memory(sql: str) -> pl.DataFrame:
+            table = local_read(sql, port=server.flight_port, user=_ANALYST, password=_PASSWORD)
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            return frame
+
         def via_pyhive(sql: str) -> pl.DataFrame:
             cursor.execute(sql)
             names = [d[0] for d in cursor.description]
@@ -115,7 +125,10 @@ def bench_bulk_read(config: Config, args: argparse.Namespace) -> int:
             say(f"timing {case} ...")
             base = timed_runs(direct, runs=args.runs)
             timings = {
-                "Arrow Flight door": timed_runs(partial(via_flight, sql), runs=args.runs),
+                "Flight door, same host (shared memory)": timed_runs(
+                    partial(via_shared_memory, sql), runs=args.runs
+                ),
+                "Flight door over gRPC": timed_runs(partial(via_flight, sql), runs=args.runs),
                 "HiveServer2 + pyhive fetchall": timed_runs(
                     partial(via_pyhive, sql), runs=args.runs
                 ),

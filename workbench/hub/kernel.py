@@ -86,13 +86,12 @@ def hive_url(environ: Mapping[str, str] | None = None) -> str:
 
 def query(hiveql: str, *, environ: Mapping[str, str] | None = None) -> pl.DataFrame:
     """The result of one HiveQL statement as a polars frame, through the Arrow Flight door
-    as this server's user (raises QueryRefused / QueryFailed saying why)."""
-    from workbench.query.flight import flight_read
+    as this server's user (raises QueryRefused / QueryFailed saying why); in shared memory
+    when the door is on this machine."""
+    from workbench.query.local_door import bulk_read
 
     user, token, config = _identity(environ)
-    table = flight_read(
-        hiveql, host=config.host, port=config.flight_port, user=user, password=token
-    )
+    table = bulk_read(hiveql, host=config.host, port=config.flight_port, user=user, password=token)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame

@@ -37,7 +37,7 @@ from workbench.exceptions import AccessDenied, QueryFailed, QueryRefused, Workbe
 from workbench.query.engine import QuerySession
 from workbench.tenancy.principal import Principal
 
-__all__ = ["LOGIN_CACHE_S", "FlightDoor", "flight_read"]
+__all__ = ["LOGIN_CACHE_S", "FlightDoor", "LoginRefused", "flight_read"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ LOGIN_CACHE_S = 10.0
 """Seconds the door trusts a checked login before checking it again (one password
 check per bulk read would cost more than a small read): a user disabled, or a hub
 token revoked, is refused at most this long after."""
+
+
+class LoginRefused(QueryRefused):
+    """The door refused the login itself (not a statement)."""
+
 
 # idle query sessions kept for reuse, in all: a session costs a DuckDB database and
 # its tables' Delta logs, and building one per call would cost more than a small read
@@ -121,18 +126,16 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
 
     # --- logins: checked on the first call, then trusted LOGIN_CACHE_S seconds ----------
 
-    def _principal(self, caller: _Caller, peer: str) -> Principal:
-        key = hashlib.sha256(f"{caller.user}\0{caller.password}".encode()).hexdigest()
+    def _principal(self, user: str, password: str, address: str) -> Principal:
+        key = hashlib.sha256(f"{user}\0{password}".encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
             cached = self._logins.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        # gRPC names the peer "ipv4:127.0.0.1:50512"; the throttle counts by address
-        address = peer.partition(":")[2].rpartition(":")[0].strip("[]") or peer
-        outcome = self._authenticate(caller.user, caller.password, address)
+        outcome = self._authenticate(user, password, address)
         if isinstance(outcome, str):
-            raise fl.FlightUnauthenticatedError(outcome)
+            raise LoginRefused(outcome)
         with self._lock:
             for stale in [k for k, (_, until) in self._logins.items() if until <= now]:
                 del self._logins[stale]
@@ -146,7 +149,7 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
         cap = self.config.hive_max_concurrent_per_user
         with self._lock:
             if self._running.get(principal.user, 0) >= cap:
-                raise fl.FlightServerError(
+                raise QueryFailed(
                     f"{principal.user} already runs {cap} statements, the most one user may "
                     "(WORKBENCH_HIVE_MAX_CONCURRENT_PER_USER); wait for one to finish"
                 )
@@ -178,25 +181,43 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
 
     # --- the one call served ------------------------------------------------------------
 
+    def run(
+        self, user: str, password: str, address: str, hiveql: str, *, polars_types: bool = False
+    ) -> pa.Table:
+        """The result of ``hiveql`` as the user these credentials log in, whatever carried
+        them (gRPC here, the same-host socket of :mod:`workbench.query.local_door`);
+        ``polars_types`` as :meth:`QuerySession.execute` takes it.
+
+        Raises :class:`LoginRefused` (the login), :class:`QueryRefused` or
+        :class:`AccessDenied` (the statement) and :class:`QueryFailed`."""
+        principal = self._principal(user, password, address)
+        hiveql = hiveql.strip()
+        if not hiveql:
+            raise QueryFailed("the ticket is empty: send a HiveQL statement")
+        with self._session(principal) as session:
+            return session.execute(hiveql, polars_types=polars_types).table
+
     def do_get(self, context: Any, ticket: fl.Ticket) -> fl.RecordBatchStream:
         """Run the ticket's statement as the caller; stream its result."""
-        principal = self._principal(context.get_middleware("login"), context.peer())
+        caller: _Caller = context.get_middleware("login")
+        # gRPC names the peer "ipv4:127.0.0.1:50512"; the throttle counts by address
+        peer = context.peer()
+        address = peer.partition(":")[2].rpartition(":")[0].strip("[]") or peer
         try:
-            hiveql = ticket.ticket.decode("utf-8").strip()
+            hiveql = ticket.ticket.decode("utf-8")
         except UnicodeDecodeError:
             raise fl.FlightServerError(
                 "the ticket is not UTF-8 text: send a HiveQL statement"
             ) from None
-        if not hiveql:
-            raise fl.FlightServerError("the ticket is empty: send a HiveQL statement")
         try:
-            with self._session(principal) as session:
-                result = session.execute(hiveql)
+            table = self.run(caller.user, caller.password, address, hiveql)
+        except LoginRefused as exc:
+            raise fl.FlightUnauthenticatedError(str(exc)) from None
         except (QueryRefused, AccessDenied) as exc:
             raise fl.FlightUnauthorizedError(str(exc)) from None
         except (QueryFailed, WorkbenchError) as exc:
             raise fl.FlightServerError(str(exc)) from None
-        return fl.RecordBatchStream(result.table)
+        return fl.RecordBatchStream(table)
 
     def close_sessions(self) -> None:
         """Close the idle sessions; sessions in use close when their statement ends."""

@@ -12,7 +12,8 @@ from tests.proving.bench.support import run_bench
 pytestmark = pytest.mark.integration
 
 _PATHS = (
-    "Arrow Flight door",
+    "Flight door, same host (shared memory)",
+    "Flight door over gRPC",
     "HiveServer2 + pyhive fetchall",
     "bare Flight transfer of that result (floor)",
     "direct Delta read (ceiling)",

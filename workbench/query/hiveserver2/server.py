@@ -36,6 +36,7 @@ from workbench.query.hiveserver2.transport import (
     SocketTransport,
     is_nosasl,
 )
+from workbench.query.local_door import LocalDoor
 from workbench.tenancy.principal import Principal
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class HiveServer2:
         self.flight_port = flight_port if flight_port is not None else config.flight_port
         self.backend = Backend(config)
         self.flight: FlightDoor | None = None
+        self.local: LocalDoor | None = None
         self.backend.spark = spark
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
@@ -149,6 +151,14 @@ class HiveServer2:
         thread = threading.Thread(target=door.serve, name="flight-serve", daemon=True)
         thread.start()
         self._threads.append(thread)
+        # the same door for kernels on this machine, the result in shared memory
+        local = LocalDoor(door, self.flight_port)
+        try:
+            local.start()
+        except OSError as exc:  # Flight still serves them, copying through the socket
+            logger.warning("no same-host path to the Flight door (%s): reads go over gRPC", exc)
+        else:
+            self.local = local
         return door
 
     def stop(self) -> None:
@@ -162,6 +172,8 @@ class HiveServer2:
             for conn in list(self._conns):
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
+        if self.local is not None:
+            self.local.stop()
         if self.flight is not None:
             self.flight.shutdown()
             self.flight.close_sessions()
