@@ -199,3 +199,38 @@ def test_a_plain_scan_that_may_be_large_is_answered_under_the_byte_cap(lake: Hiv
     )
     assert got.nbytes <= 300_000
     assert sorted(got.column(0).to_pylist()) == sorted(expected["device_id"].to_list())
+
+
+@pytest.mark.integration
+def test_a_plain_scan_that_surely_fits_is_read_once_and_one_that_may_not_is_probed(
+    lake: HiveLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann = Principal("ann", "analyst", "t-0001")
+    with QuerySession(lake.config, ann) as session:
+        reads: list[int] = []
+        read = session._read
+        monkeypatch.setattr(
+            session, "_read", lambda s, rows, d: reads.append(rows) or read(s, rows, d)
+        )
+        # a sample of one file says 2,000 rows of these columns fit the cap: one read
+        got = session.execute("SELECT device_id, seq FROM telemetry LIMIT 2000").table
+        assert got.num_rows == 2000 and reads == [2000]
+        # under a tiny byte cap they might not: the first 1,000 rows are read, found too
+        # wide for a quarter of the cap, and DuckDB answers (here: too large, refused)
+        reads.clear()
+        session.max_bytes = 40_000
+        with pytest.raises(QueryFailed, match="larger than 40000 bytes"):
+            session.execute("SELECT device_id, seq FROM telemetry LIMIT 2000")
+        assert reads == [1000]
+
+
+@pytest.mark.integration
+def test_polars_types_are_the_same_rows_for_polars(lake: HiveLake) -> None:
+    sql = "SELECT device_id, seq, ts FROM telemetry WHERE building_id = 'b-0001'"
+    with QuerySession(lake.config, Principal("ann", "analyst", "t-0001")) as session:
+        engine = session.execute(sql).table
+        native = session.execute(sql, polars_types=True).table
+    assert engine.schema.field("device_id").type == pa.string()
+    assert native.schema.field("device_id").type == pa.string_view()
+    assert native.num_rows == engine.num_rows > 0
+    assert pl.from_arrow(native).equals(pl.from_arrow(engine))
