@@ -200,7 +200,12 @@ class LocalDoor:
             logger.exception("local door: the statement failed unexpectedly")
             _send(conn, _refusal(False, "internal error: see the HiveServer2 log"))
             return
-        fd, size = _to_memfd(table)
+        try:
+            fd, size = _to_memfd(table)
+        except (OSError, pa.ArrowException) as exc:  # out of memory for the copy, say
+            logger.exception("local door: cannot hand over a result")
+            _send(conn, _refusal(False, f"cannot hand over the result here ({exc}); try gRPC"))
+            return
         try:
             _send(conn, {"ok": True, "bytes": size}, [fd])
         finally:
