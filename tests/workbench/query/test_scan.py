@@ -234,3 +234,27 @@ def test_polars_types_are_the_same_rows_for_polars(lake: HiveLake) -> None:
     assert native.schema.field("device_id").type == pa.string_view()
     assert native.num_rows == engine.num_rows > 0
     assert pl.from_arrow(native).equals(pl.from_arrow(engine))
+
+
+@pytest.mark.integration
+def test_a_plain_scan_counts_only_the_rows_of_the_files_it_may_match(lake: HiveLake) -> None:
+    stored = pl.read_delta(table_uri(lake.config, "telemetry"))
+    first = stored["event_date"].min()
+    with QuerySession(lake.config, Principal("root", "admin", None)) as session:
+        session.execute("SELECT seq FROM telemetry LIMIT 1")  # the table, read at its version
+        schema = session._tables["telemetry"].schema
+        assert schema is not None
+
+        def reach(where: str) -> int:
+            scan = plain_scan(f"SELECT seq FROM telemetry WHERE {where}", {"telemetry": schema[1]})
+            assert scan is not None
+            return session._rows_in_reach(scan)
+
+        # one day of two: its partition's files, every row it holds and no more than them
+        day = stored.filter(pl.col("event_date") == first).height
+        assert 0 < day <= reach(f"event_date = '{first}'") < stored.height
+        assert reach("event_date = '1999-01-01'") == 0
+        assert reach(f"event_date >= '{first}'") == stored.height
+        # by column statistics: no file holds a device past the last one
+        assert reach("device_id > 'zzz'") == 0
+        assert reach("device_id <> 'nobody'") == stored.height
