@@ -473,16 +473,18 @@ class QuerySession(StatementRunner):
     def _row_width(self, scan: Scan) -> float | None:
         """Bytes per row of ``scan``'s columns, in up to :data:`_PROBE_ROWS` rows of the
         table's first file, whoever's they are (they are only measured); None when
-        there is no such file or it lacks a column (written before the column was)."""
+        there is no such file or it lacks a column (written before the column was).
+        The partition column is in the file's path, not in it: counted as 8 bytes."""
         table = self._tables[scan.table]
         assert table.delta is not None
         files = table.delta.file_uris()
+        stored = [c for c in scan.columns if c != table.source.partition_col]
         if not files:
             return None
         try:
             sample = (
                 pl.scan_parquet(files[0], storage_options=storage_options(self.config) or None)
-                .select(scan.columns)
+                .select(stored)
                 .head(_PROBE_ROWS)
                 .collect()
             )
@@ -490,7 +492,7 @@ class QuerySession(StatementRunner):
             return None
         if sample.height == 0:
             return None
-        return sample.estimated_size() / sample.height
+        return sample.estimated_size() / sample.height + 8 * (len(scan.columns) - len(stored))
 
     def _capped(self, result: pa.Table) -> pa.Table:
         if result.num_rows > self.max_rows:

@@ -215,6 +215,10 @@ def test_a_plain_scan_that_surely_fits_is_read_once_and_one_that_may_not_is_prob
         # a sample of one file says 2,000 rows of these columns fit the cap: one read
         got = session.execute("SELECT device_id, seq FROM telemetry LIMIT 2000").table
         assert got.num_rows == 2000 and reads == [2000]
+        # the partition column too, which is in the files' paths, not in the files
+        reads.clear()
+        got = session.execute("SELECT * FROM telemetry LIMIT 2000").table
+        assert got.num_rows == 2000 and "event_date" in got.column_names and reads == [2000]
         # under a tiny byte cap they might not: the first 1,000 rows are read, found too
         # wide for a quarter of the cap, and DuckDB answers (here: too large, refused)
         reads.clear()
