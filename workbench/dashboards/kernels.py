@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import time
 from typing import Any
 
@@ -183,17 +184,29 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             return None
 
         async def _run(self, kernel_id: str, code: str) -> None:
-            client: Any = self.get_kernel(kernel_id).client()
-            client.start_channels()
+            """Run ``code`` silently in the kernel, over its shell channel only.
+
+            No ``wait_for_ready``: jupyter_client's ends by draining IOPub until 0.2 s
+            pass without a message, a fifth of a second on every page. The shell
+            channel queues the request until the kernel listens, and its reply says
+            whether the code ran."""
+            kernel: Any = self.get_kernel(kernel_id)
+            client: Any = kernel.client()
+            client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
             try:
-                await client.wait_for_ready(timeout=_READY_TIMEOUT_S)
-                reply = await client.execute_interactive(
-                    code,
-                    store_history=False,
-                    allow_stdin=False,
-                    timeout=_READY_TIMEOUT_S,
-                    output_hook=lambda _message: None,
-                )
+                msg_id = client.execute(code, silent=True, store_history=False)
+                deadline = time.monotonic() + _READY_TIMEOUT_S
+                while True:
+                    try:
+                        reply = await client.get_shell_msg(timeout=1)
+                    except queue.Empty:
+                        if not await kernel.is_alive():
+                            raise RuntimeError("the kernel died") from None
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"no answer in {_READY_TIMEOUT_S:.0f} s") from None
+                        continue
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        break
             finally:
                 client.stop_channels()
             content = reply["content"]
