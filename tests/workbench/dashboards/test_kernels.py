@@ -63,7 +63,9 @@ def test_a_page_takes_the_waiting_kernel_with_its_own_identity_and_the_pool_refi
     assert config.dashboard_warm_kernels == 1
 
     async def scenario() -> None:
-        manager = kernel_manager_class(config, SECRET)(root_dir=str(tmp_path))
+        manager = kernel_manager_class(config, SECRET)(
+            root_dir=str(tmp_path), connection_dir=str(tmp_path)
+        )
         try:
             manager.fill_pool()
             await _until(lambda: len(manager.warm) == 1)
@@ -106,7 +108,9 @@ def test_without_waiting_kernels_a_page_starts_its_own(tmp_path: Path):
     )
 
     async def scenario() -> None:
-        manager = kernel_manager_class(config, SECRET)(root_dir=str(tmp_path))
+        manager = kernel_manager_class(config, SECRET)(
+            root_dir=str(tmp_path), connection_dir=str(tmp_path)
+        )
         try:
             manager.fill_pool()
             assert manager.warm == [] and manager.warming == 0
