@@ -431,9 +431,10 @@ class QuerySession(StatementRunner):
         than a quarter of the byte cap is left to DuckDB."""
         rows = self.max_rows + 1 if scan.limit is None else min(scan.limit, self.max_rows + 1)
         deadline = time.monotonic() + self.statement_timeout
-        # no more rows than the files the filter may match hold (their partition values
-        # and column statistics say which): one day of a building, not the whole table
-        rows = min(rows, self._rows_in_reach(scan))
+        if rows > _PROBE_ROWS:
+            # no more rows than the files the filter may match hold (their partition
+            # values and column statistics say which): a building's day, not the table
+            rows = min(rows, self._rows_in_reach(scan))
         if rows > _PROBE_ROWS:
             # a few rows of one file tell the width of a row far cheaper than a probe
             # through the whole table (20 ms of a 30 ms million-row read): a result that
