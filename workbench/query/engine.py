@@ -197,6 +197,19 @@ class _Table:
         self.version: int | None = None
         self.raw_name = f"_src_{source.name}_{secrets.token_hex(8)}"
         self.schema: tuple[int | None, pa.Schema] | None = None  # the view's, at a version
+        self._memo: dict[tuple[str, Any], Any] = {}
+        self._memo_version: int | None = None
+
+    def memo(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s answer for ``key``, kept while the table stays at this version:
+        what a statement learns of the table's files (its add actions, a row's width) and
+        how it reads it, cost milliseconds each time a notebook cell runs again."""
+        if self._memo_version != self.version or len(self._memo) >= _MEMO_ENTRIES:
+            self._memo.clear()
+            self._memo_version = self.version
+        if (kind, key) not in self._memo:
+            self._memo[kind, key] = compute()
+        return self._memo[kind, key]
 
     def dataset(self) -> Any:
         """A fresh Arrow dataset of the table (or an empty table), or None when unchanged."""
@@ -418,7 +431,9 @@ class QuerySession(StatementRunner):
         if table.schema is None or table.schema[0] != table.version:
             view = self._con.sql(f'SELECT * FROM "{st.tables[0]}" LIMIT 0')
             table.schema = (table.version, view.to_arrow_table().schema)
-        return plain_scan(st.sql, {st.tables[0]: table.schema[1]})
+        schemas = {st.tables[0]: table.schema[1]}
+        scan: Scan | None = table.memo("scan", st.sql, lambda: plain_scan(st.sql, schemas))
+        return scan
 
     def _scan(self, scan: Scan) -> pa.Table | None:
         """``scan`` read by polars from the Delta table's files, at the session's version,
@@ -453,8 +468,11 @@ class QuerySession(StatementRunner):
         """The rows of the table's files that ``scan``'s comparisons may match, by each
         file's partition value and min/max statistics (a bound, not a count)."""
         table = self._tables[scan.table]
-        assert table.delta is not None
-        actions = pa.table(table.delta.get_add_actions(flatten=True))
+        delta = table.delta
+        assert delta is not None
+        actions: pa.Table = table.memo(
+            "add actions", None, lambda: pa.table(delta.get_add_actions(flatten=True))
+        )
         partition = table.source.partition_col
         reach = [True] * actions.num_rows
         for comparison in scan.where:
@@ -472,6 +490,12 @@ class QuerySession(StatementRunner):
         return sum(int(n or 0) for n, kept in zip(counts, reach, strict=True) if kept)
 
     def _row_width(self, scan: Scan) -> float | None:
+        width: float | None = self._tables[scan.table].memo(
+            "width", scan.columns, lambda: self._sample_width(scan)
+        )
+        return width
+
+    def _sample_width(self, scan: Scan) -> float | None:
         """Bytes per row of ``scan``'s columns, in up to :data:`_PROBE_ROWS` rows of the
         table's first file, whoever's they are (they are only measured); None when
         there is no such file or it lacks a column (written before the column was).
@@ -637,6 +661,8 @@ def _may_match(comparison: Comparison, low: Any, high: Any) -> bool:
 
 # rows a plain scan reads first, to tell its result's size from (QuerySession._scan)
 _PROBE_ROWS = 1000
+# what a table keeps of its last statements (see _Table.memo)
+_MEMO_ENTRIES = 256
 
 
 def _timed_out(seconds: float) -> QueryFailed:

@@ -107,3 +107,15 @@ def test_ctes_and_lateral_view_are_allowed():
 def test_commands(sql, kind, target):
     st = parse_statement(sql, tables=TABLES)
     assert (st.kind, st.target) == (kind, target)
+
+
+def test_a_kept_statement_is_kept_for_the_same_tables_and_dialect_only() -> None:
+    sql = "SELECT seq FROM telemetry WHERE temperature > 20"
+    assert parse_statement(sql, tables={"telemetry"}).tables == ("telemetry",)
+    # the same text for a session that may not read the table: refused, not the kept one
+    with pytest.raises(QueryFailed, match="table 'telemetry' not found"):
+        parse_statement(sql, tables={"building_state"})
+    quoted = "SELECT `seq` FROM telemetry"
+    assert parse_statement(quoted, tables={"telemetry"}, dialect="spark").sql == quoted
+    assert parse_statement(quoted, tables={"telemetry"}).sql == 'SELECT "seq" FROM telemetry'
+    assert parse_statement(sql, tables=["telemetry"]) is parse_statement(sql, tables={"telemetry"})

@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from proving.sample import write_sample_lake
 from tests.workbench.query.hiveserver2.lake import HiveLake
 from workbench.exceptions import QueryFailed
 from workbench.lake.tables import table_uri
@@ -262,3 +263,29 @@ def test_a_plain_scan_counts_only_the_rows_of_the_files_it_may_match(lake: HiveL
         # by column statistics: no file holds a device past the last one
         assert reach("device_id > 'zzz'") == 0
         assert reach("device_id <> 'nobody'") == stored.height
+
+
+@pytest.mark.integration
+def test_what_a_table_keeps_of_its_statements_is_renewed_by_a_commit(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files' add actions, a row's width and the scan itself are kept per table
+    version: a commit between two runs of one statement is read, all of it."""
+    from tests.conftest import isolated_env
+    from workbench.config import Config
+
+    config = Config.from_env(isolated_env(tmp_path))
+    start = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    write_sample_lake(config, events=3000, devices=20, days=0.5, start=start)
+    sql = "SELECT device_id, seq FROM telemetry WHERE event_date = '2026-11-20'"
+    with QuerySession(config, Principal.system()) as session:
+        reach = session._rows_in_reach
+        bounds: list[int] = []
+        monkeypatch.setattr(session, "_rows_in_reach", lambda s: bounds.append(n := reach(s)) or n)
+        assert session.execute(sql).table.num_rows == 3000
+        assert session.execute(sql).table.num_rows == 3000
+        write_sample_lake(config, events=2000, devices=20, days=0.5, start=start, seed=8)
+        # the bound of the new version counts the new file: had the first been kept,
+        # the read would have stopped at 3,000 rows
+        assert session.execute(sql).table.num_rows == 5000
+    assert bounds == [3000, 3000, 5000]
