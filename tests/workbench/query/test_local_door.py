@@ -4,11 +4,16 @@ same refusals and access log, read where the door wrote it."""
 
 from __future__ import annotations
 
+import fcntl
+import gc
+import mmap
+import os
 import socket
 import struct
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from tests.conftest import free_port
@@ -16,9 +21,16 @@ from tests.workbench.query.hiveserver2.lake import USERS, HiveLake, running_serv
 from tests.workbench.query.test_flight import logged
 from workbench.exceptions import QueryFailed, QueryRefused
 from workbench.lake.tables import table_uri
+from workbench.query import local_door
 from workbench.query.flight import flight_read
 from workbench.query.hiveserver2 import HiveServer2
-from workbench.query.local_door import LocalDoorUnavailable, bulk_read, local_read, socket_name
+from workbench.query.local_door import (
+    LocalDoorUnavailable,
+    bulk_read,
+    local_read,
+    release_buffers,
+    socket_name,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +52,35 @@ def grpc(server: HiveServer2, user: str, sql: str, password: str | None = None):
 
 
 def mapped_results() -> int:
-    """How many result files this process has mapped now."""
+    """How many result files this process has mapped now (the door's are unmapped
+    before it answers: these are the client's)."""
     return Path("/proc/self/maps").read_text().count("memfd:workbench-result")
 
 
-def test_an_analyst_reads_their_tenants_rows_from_shared_memory(server, lake: HiveLake) -> None:
+def mapped_files() -> set[str]:
+    """The inodes of the result files this process has mapped now."""
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    return {line.split()[4] for line in lines if "memfd:workbench-result" in line}
+
+
+@pytest.fixture
+def no_kept_files():
+    """No result file kept from an earlier test, nor left for a later one."""
+    gc.collect()
+    release_buffers()
+    assert mapped_results() == 0
+    yield
+    gc.collect()
+    release_buffers()
+
+
+def test_an_analyst_reads_their_tenants_rows_from_shared_memory(
+    server, lake: HiveLake, no_kept_files
+) -> None:
     sql = "SELECT device_id, ts, temperature FROM telemetry ORDER BY device_id, ts"
-    before = mapped_results()
     table = local(server, "ann", sql)
     # the columns are read where the door wrote them: the result file is mapped here
-    assert mapped_results() == before + 1
+    assert mapped_results() == 1
     got = pl.from_arrow(table)
     truth = pl.read_delta(table_uri(lake.config, "telemetry")).filter(
         pl.col("tenant_id") == "t-0001"
@@ -59,7 +90,123 @@ def test_an_analyst_reads_their_tenants_rows_from_shared_memory(server, lake: Hi
     other = local(server, "ann", "SELECT count(*) AS n FROM telemetry WHERE tenant_id = 't-0002'")
     assert other.to_pylist() == [{"n": 0}]
     del table, got, other
-    assert mapped_results() == before  # and let go with the frame
+    # kept for the next reads once no frame refers to them, and let go on request
+    assert mapped_results() == 2
+    assert release_buffers() > 0
+    assert mapped_results() == 0
+
+
+def test_a_result_is_written_over_only_once_nothing_refers_to_it(
+    server, lake: HiveLake, no_kept_files
+) -> None:
+    order = "ORDER BY device_id, ts"
+    warm = f"SELECT device_id, temperature FROM telemetry WHERE temperature > 20 {order}"
+    cold = f"SELECT device_id, temperature FROM telemetry WHERE temperature <= 20 {order}"
+    first = pl.from_arrow(local(server, "ann", warm))
+    second = pl.from_arrow(local(server, "ann", cold))
+    truths = [pl.from_arrow(grpc(server, "ann", sql)) for sql in (warm, cold)]
+    # a frame in use keeps its file: the second read was written elsewhere
+    assert mapped_results() == 2
+    assert first.equals(truths[0]) and second.equals(truths[1])
+    assert first.height > 0 and second.height > 0
+    sliced = first.slice(10, 100)  # shares the columns' memory
+    del first
+    gc.collect()
+    third = pl.from_arrow(local(server, "ann", cold))
+    assert mapped_results() == 3  # the slice still refers to the first file
+    assert sliced.equals(truths[0].slice(10, 100))
+    del sliced
+    gc.collect()
+    fourth = pl.from_arrow(local(server, "ann", warm))
+    # written into a file freed by the first frame: no new one
+    assert mapped_results() == 3
+    assert second.equals(truths[1]) and third.equals(truths[1]) and fourth.equals(truths[0])
+
+
+def test_kept_files_stay_within_the_limits(
+    server, no_kept_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql = "SELECT device_id, ts FROM telemetry"
+    frames = [pl.from_arrow(local(server, "ann", sql)) for _ in range(3)]
+    assert mapped_results() == 3
+    del frames
+    gc.collect()
+    assert mapped_results() == 2  # at most two idle files
+    monkeypatch.setattr(local_door, "_KEEP_BYTES", 1)
+    pl.from_arrow(local(server, "ann", sql))  # taken, given back: past the bytes to keep
+    gc.collect()
+    assert mapped_results() == 0
+
+
+def test_a_forked_process_never_offers_its_parents_files(
+    server, no_kept_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql = "SELECT device_id, ts FROM telemetry"
+    frames = [pl.from_arrow(local(server, "ann", sql)) for _ in range(2)]
+    del frames[0]  # one idle file, one a frame refers to
+    gc.collect()
+    before = mapped_files()
+    assert len(before) == 2
+    parent = os.getpid()
+    monkeypatch.setattr(local_door.os, "getpid", lambda: parent + 1)  # as in a forked child
+    # the idle file is the parent's to offer: the child closes its copy, gets a new one
+    child = pl.from_arrow(local(server, "ann", sql))
+    after = mapped_files()
+    assert len(after) == 2 and len(after - before) == 1 and child.equals(frames[0])
+    del frames  # the parent's frame's copy goes: its file is not kept either
+    gc.collect()
+    assert mapped_results() == 1
+
+
+def _ask_with(server: HiveServer2, fd: int) -> tuple[dict, list[int]]:
+    """The door's answer to ann's statement, offering ``fd`` to write into."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(socket_name(server.flight_port))
+        request = {"user": "ann", "password": USERS["ann"][2], "sql": "SELECT 7 AS seven"}
+        local_door._send(sock, request, [fd])
+        return local_door._receive(sock, 1 << 20)
+
+
+def _memfd(size: int, seals: int = 0) -> int:
+    fd = os.memfd_create("offered", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    if seals:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    return fd
+
+
+def _untouched(fd: int) -> bool:
+    with mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ) as mapped:
+        return mapped[:] == bytes(len(mapped))
+
+
+def test_the_door_writes_only_into_a_file_that_cannot_shrink_under_it(server) -> None:
+    sealed = _memfd(1 << 20, fcntl.F_SEAL_SHRINK)
+    read_only = os.open(f"/proc/self/fd/{sealed}", os.O_RDONLY | os.O_CLOEXEC)
+    offers = {
+        # a file its owner could cut short while the door writes: SIGBUS in the door
+        "may shrink": _memfd(1 << 20),
+        "too small": _memfd(64, fcntl.F_SEAL_SHRINK),
+        "opened read-only": read_only,
+        "not a memory file": os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC),
+    }
+    try:
+        for why, fd in offers.items():
+            answer, fds = _ask_with(server, fd)
+            assert answer["ok"] and len(fds) == 1, why  # a file of the door's instead
+            with mmap.mmap(fds[0], answer["bytes"], prot=mmap.PROT_READ) as mapped:
+                got = pa.ipc.open_stream(mapped[:]).read_all()
+            os.close(fds[0])
+            assert got.to_pylist() == [{"seven": 7}], why
+        for fd in (offers["may shrink"], offers["too small"], sealed):
+            assert _untouched(fd)
+        answer, fds = _ask_with(server, sealed)  # one that will do: written into, no file
+        assert answer["ok"] and fds == []
+        with mmap.mmap(sealed, answer["bytes"], prot=mmap.PROT_READ) as mapped:
+            assert pa.ipc.open_stream(mapped[:]).read_all().to_pylist() == [{"seven": 7}]
+    finally:
+        for fd in (*offers.values(), sealed):
+            os.close(fd)
 
 
 @pytest.mark.parametrize("path", [local, grpc], ids=["shared memory", "grpc"])
@@ -97,13 +244,12 @@ def test_a_bad_request_is_dropped_and_the_door_keeps_serving(server) -> None:
     assert local(server, "ann", "SELECT 1 AS one").to_pylist() == [{"one": 1}]
 
 
-def test_bulk_read_takes_the_same_host_path_and_falls_back_to_grpc(server) -> None:
+def test_bulk_read_takes_the_same_host_path_and_falls_back_to_grpc(server, no_kept_files) -> None:
     password = USERS["ann"][2]
-    before = mapped_results()
     table = bulk_read(
         "SELECT 1 AS one", host="127.0.0.1", port=server.flight_port, user="ann", password=password
     )
-    assert mapped_results() == before + 1 and table.to_pylist() == [{"one": 1}]
+    assert mapped_results() == 1 and table.to_pylist() == [{"one": 1}]
     nowhere = free_port()
     with pytest.raises(LocalDoorUnavailable):
         local_read("SELECT 1", port=nowhere, user="ann", password=password)
