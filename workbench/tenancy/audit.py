@@ -7,9 +7,11 @@ Changes to the registry are audited by the registry tables' own Delta history
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -21,7 +23,14 @@ from workbench.tenancy.principal import Principal
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["ACCESS_LOG", "access_log", "access_log_uri", "record_access"]
+__all__ = [
+    "ACCESS_LOG",
+    "AccessEntry",
+    "access_log",
+    "access_log_uri",
+    "record_access",
+    "record_accesses",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +56,18 @@ def access_log_uri(config: Config) -> str:
     return f"{config.lake.rstrip('/')}/audit/access_log"
 
 
+@dataclasses.dataclass(frozen=True)
+class AccessEntry:
+    """One access-log entry, timed when it happened (it may be written later)."""
+
+    who: Principal | str
+    action: str
+    target: str
+    outcome: str
+    detail: str = ""
+    ts: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
 def record_access(
     config: Config,
     who: Principal | str,
@@ -58,23 +79,29 @@ def record_access(
 ) -> None:
     """Append one entry. Never raises: a failing audit write is logged as an error instead
     of failing the user's request (the log line carries the entry)."""
-    now = dt.datetime.now(dt.UTC)
-    principal = who if isinstance(who, Principal) else None
-    row = {
-        "ts": [now],
-        "user": [principal.user if principal else str(who)],
-        "role": [principal.role if principal else None],
-        "tenant_id": [principal.tenant_id if principal else None],
-        "action": [action],
-        "target": [target[:_MAX_TARGET]],
-        "outcome": [outcome],
-        "detail": [detail[:_MAX_TARGET]],
-        "day": [now.date()],
-    }
+    record_accesses(config, [AccessEntry(who, action, target, outcome, detail)])
+
+
+def record_accesses(config: Config, entries: Sequence[AccessEntry]) -> None:
+    """Append ``entries`` in one commit. Never raises, as :func:`record_access`."""
+    if not entries:
+        return
+    columns: dict[str, list[object]] = {name: [] for name in ACCESS_LOG.names}
+    for entry in entries:
+        principal = entry.who if isinstance(entry.who, Principal) else None
+        columns["ts"].append(entry.ts)
+        columns["user"].append(principal.user if principal else str(entry.who))
+        columns["role"].append(principal.role if principal else None)
+        columns["tenant_id"].append(principal.tenant_id if principal else None)
+        columns["action"].append(entry.action)
+        columns["target"].append(entry.target[:_MAX_TARGET])
+        columns["outcome"].append(entry.outcome)
+        columns["detail"].append(entry.detail[:_MAX_TARGET])
+        columns["day"].append(entry.ts.date())
     try:
-        _append(access_log_uri(config), pa.table(row, schema=ACCESS_LOG))
+        _append(access_log_uri(config), pa.table(columns, schema=ACCESS_LOG))
     except Exception:
-        logger.exception("could not write the access log entry %s", row)
+        logger.exception("could not write the access log entries %s", columns)
 
 
 # The access log's table, kept open per process: an append through an open table reads

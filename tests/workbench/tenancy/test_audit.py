@@ -3,9 +3,13 @@ process's appends, and after the table was deleted under it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
+import time
+
+import polars as pl
 
 from tests.conftest import isolated_env
 from workbench.config import Config
@@ -43,3 +47,30 @@ def test_an_access_log_deleted_under_the_process_is_written_afresh(tmp_path):
     shutil.rmtree(access_log_uri(config))
     record_access(config, ANN, action="query", target="after", outcome="ok")
     assert _targets(config) == ["after"]
+
+
+def test_a_servers_entries_of_a_moment_share_one_commit_in_order(tmp_path, monkeypatch) -> None:
+    """HiveServer2 writes the entries queued together in one commit (a commit per
+    statement slowed the next one), each timed when it was queued, and writes what is
+    queued when it closes."""
+    from deltalake import DeltaTable
+
+    from workbench.query.hiveserver2 import sessions
+
+    config = Config.from_env(isolated_env(tmp_path / "home"))
+    record_access(config, ADMIN, action="query", target="before", outcome="ok")
+    version = DeltaTable(access_log_uri(config)).version()
+    # gathered until the server closes, whatever the machine's speed
+    monkeypatch.setattr(sessions, "_AUDIT_GATHER_S", 600.0)
+    backend = sessions.Backend(config)
+    for n in range(5):
+        backend.audit(ANN, "query", f"statement {n}", "ok", "flight: rows=1")
+    queued_by = dt.datetime.now(dt.UTC)
+    time.sleep(0.05)
+    assert DeltaTable(access_log_uri(config)).version() == version  # not written yet
+    backend.close()
+    assert DeltaTable(access_log_uri(config)).version() == version + 1
+    log = access_log(config, principal=ADMIN).filter(pl.col("target") != "before")
+    assert sorted(log["target"].to_list()) == [f"statement {n}" for n in range(5)]
+    assert set(log["tenant_id"].to_list()) == {"t-0001"}
+    assert log["ts"].max() <= queued_by  # timed when queued, not when written
