@@ -46,7 +46,9 @@ import os
 import socket
 import struct
 import threading
+import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -79,6 +81,13 @@ _ROUND = 1 << 20
 # a client keeps at most this many memory files no result refers to, and this many bytes
 _KEEP_IDLE = 2
 _KEEP_BYTES = 512 << 20
+# the door keeps its mappings of the files it wrote last, for the next write into the same
+# file: at most this many, this many bytes, this long unused
+_DOOR_KEEP = 4
+_DOOR_KEEP_BYTES = 512 << 20
+_DOOR_KEEP_S = 30.0
+# madvise(2): fault in a range's pages, writable (Linux 5.14; Python 3.11 lacks the name)
+_MADV_POPULATE_WRITE = 23
 
 
 class LocalDoorUnavailable(QueryFailed):
@@ -160,26 +169,96 @@ def _fits(fd: int, size: int) -> bool:
         return False
 
 
-def _write(table: pa.Table, fd: int, size: int) -> None:
-    """``table`` as an Arrow IPC stream into the first ``size`` bytes of ``fd``.
+class _Mapping:
+    """A writable mapping of a whole memory file, so that any later result that fits
+    the file fits the mapping. Writable only if the descriptor was opened for writing,
+    so a client cannot have the door write where it could not."""
 
-    Through a mapping, all its pages faulted in at once (``MAP_POPULATE``): a write()
-    into a memory file costs four times as much. The mapping is writable only if the
-    descriptor was opened for writing, so a client cannot have the door write where it
-    could not."""
-    with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE) as mapping:
-        _write_stream(table, pa.py_buffer(mapping))
+    def __init__(self, fd: int) -> None:
+        self.size = os.fstat(fd).st_size
+        self.mapping = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED)
+        self.busy = True
+        self.used_at = time.monotonic()
+
+    def populate(self, size: int) -> None:
+        """Fault in the pages of the first ``size`` bytes at once: one by one as the
+        stream is written they cost twice as much (a write() into the file, four times)."""
+        with contextlib.suppress(OSError):  # before Linux 5.14: faulted in as written
+            self.mapping.madvise(_MADV_POPULATE_WRITE, 0, -(-size // mmap.PAGESIZE) * mmap.PAGESIZE)
 
 
-def _written(table: pa.Table, fd: int, size: int) -> bool:
-    """Whether ``table`` could be written into a client's file (not when the client
-    opened it read-only, say)."""
-    try:
-        _write(table, fd, size)
-    except OSError as exc:
-        logger.info("local door: the client's memory file will not take a result: %s", exc)
-        return False
-    return True
+class _Mappings:
+    """The door's mappings of the files it wrote last, kept for the next write into the
+    same file: a client offers the file of its last result but one, and mapping it again
+    costs more (5 ms of 50 MB: the page tables) than the copy saved by the mapping being
+    there. Kept while no more than :data:`_DOOR_KEEP` files and :data:`_DOOR_KEEP_BYTES`,
+    and for :data:`_DOOR_KEEP_S` after their last write; a kept mapping holds its file's
+    memory even after its client closed it, until then.
+
+    A file is known by its device and inode: a number no other live file has, and this
+    file stays alive while it is mapped here."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: collections.OrderedDict[tuple[int, int], _Mapping] = collections.OrderedDict()
+
+    @contextlib.contextmanager
+    def of(self, fd: int, size: int) -> Iterator[mmap.mmap]:
+        """A mapping of ``fd`` of at least ``size`` bytes, for this thread alone."""
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        with self._lock:
+            held = self._kept.get(key)
+            if held is not None and not held.busy and held.size >= size:
+                held.busy = True
+                self._kept.move_to_end(key)
+            else:
+                held = None
+        if held is None:
+            held = _Mapping(fd)
+            held.populate(size)
+            with self._lock:
+                old = self._kept.get(key)
+                if old is None or not old.busy:  # else the same file, twice at once
+                    self._kept[key] = held
+                    self._kept.move_to_end(key)
+                    if old is not None:
+                        old.mapping.close()
+        try:
+            yield held.mapping
+        finally:
+            with self._lock:
+                held.busy = False
+                held.used_at = time.monotonic()
+                if self._kept.get(key) is not held:
+                    held.mapping.close()
+                self._trim()
+
+    def trim(self) -> None:
+        """Unmap what is kept past its time."""
+        with self._lock:
+            self._trim()
+
+    def close(self) -> None:
+        """Unmap everything kept (a mapping being written is unmapped after its write)."""
+        with self._lock:
+            for key, held in list(self._kept.items()):
+                del self._kept[key]
+                if not held.busy:
+                    held.mapping.close()
+
+    def _trim(self) -> None:
+        now = time.monotonic()
+        count = len(self._kept)
+        total = sum(m.size for m in self._kept.values())
+        for key, held in list(self._kept.items()):  # oldest first
+            within = count <= _DOOR_KEEP and total <= _DOOR_KEEP_BYTES
+            if held.busy or (within and now - held.used_at < _DOOR_KEEP_S):
+                continue
+            del self._kept[key]
+            held.mapping.close()
+            count -= 1
+            total -= held.size
 
 
 def _write_stream(table: pa.Table, into: pa.Buffer) -> None:
@@ -198,6 +277,7 @@ class LocalDoor:
         self._sock: socket.socket | None = None
         self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
         self._stopping = threading.Event()
+        self._mappings = _Mappings()
 
     def start(self) -> None:
         """Listen (raises OSError when the name is taken) and serve from a thread."""
@@ -210,10 +290,17 @@ class LocalDoor:
             raise
         self._sock = sock
         threading.Thread(target=self._accept, name="local-door", daemon=True).start()
+        threading.Thread(target=self._sweep, name="local-door-sweep", daemon=True).start()
+
+    def _sweep(self) -> None:
+        while not self._stopping.wait(_DOOR_KEEP_S / 3):
+            self._mappings.trim()
+        self._mappings.close()
 
     def stop(self) -> None:
-        """Stop accepting; statements being served finish."""
+        """Stop accepting; statements being served finish. Kept mappings are let go."""
         self._stopping.set()
+        self._mappings.close()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
@@ -281,9 +368,13 @@ class LocalDoor:
         new: int | None = None  # a memory file of the door's, when the offer will not do
         try:
             size = _stream_size(table)
-            if offered is None or not _fits(offered, size) or not _written(table, offered, size):
+            if (
+                offered is None
+                or not _fits(offered, size)
+                or not self._written(table, offered, size)
+            ):
                 new = _new_file(size)
-                _write(table, new, size)
+                self._write(table, new, size)
         except (OSError, pa.ArrowException) as exc:  # out of memory for the copy, say
             if new is not None:
                 os.close(new)
@@ -295,6 +386,21 @@ class LocalDoor:
         finally:
             if new is not None:
                 os.close(new)
+
+    def _write(self, table: pa.Table, fd: int, size: int) -> None:
+        """``table`` as an Arrow IPC stream into the first ``size`` bytes of ``fd``."""
+        with self._mappings.of(fd, size) as mapping:
+            _write_stream(table, pa.py_buffer(mapping))
+
+    def _written(self, table: pa.Table, fd: int, size: int) -> bool:
+        """Whether ``table`` could be written into a client's file (not when the client
+        opened it read-only, say)."""
+        try:
+            self._write(table, fd, size)
+        except OSError as exc:
+            logger.info("local door: the client's memory file will not take a result: %s", exc)
+            return False
+        return True
 
 
 def _refusal(refused: bool, message: str) -> dict[str, Any]:

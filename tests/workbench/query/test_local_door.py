@@ -37,8 +37,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(lake: HiveLake):
-    with running_server(lake.config) as srv:
-        yield srv
+    """The door, keeping none of its own mappings: the files mapped in this process are
+    then the client's (test_the_door_maps_a_file_once_while_it_is_written_into_again
+    keeps them)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local_door, "_DOOR_KEEP", 0)
+        with running_server(lake.config) as srv:
+            yield srv
 
 
 def local(server: HiveServer2, user: str, sql: str, password: str | None = None):
@@ -156,6 +161,40 @@ def test_a_forked_process_never_offers_its_parents_files(
     del frames  # the parent's frame's copy goes: its file is not kept either
     gc.collect()
     assert mapped_results() == 1
+
+
+def test_the_door_maps_a_file_once_while_it_is_written_into_again(
+    server, no_kept_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_door, "_DOOR_KEEP", 4)
+    made: list[int] = []
+    mapping = local_door._Mapping
+
+    def counted(fd: int) -> local_door._Mapping:
+        made.append(fd)
+        return mapping(fd)
+
+    monkeypatch.setattr(local_door, "_Mapping", counted)
+    warm = "SELECT device_id, temperature FROM telemetry WHERE temperature > 20"
+    cold = "SELECT device_id, temperature FROM telemetry WHERE temperature <= 20"
+    truths = {sql: pl.from_arrow(grpc(server, "ann", sql)) for sql in (warm, cold)}
+    frames = [pl.from_arrow(local(server, "ann", sql)) for sql in (warm, cold)]
+    assert len(made) == 2  # two new files
+    # read while both frames live: a third file; from then on each read is written into
+    # the file the frame before last let go
+    for _ in range(3):
+        frames = [frames[1], pl.from_arrow(local(server, "ann", warm))]
+    frames = [frames[1], pl.from_arrow(local(server, "ann", cold))]
+    assert len(made) == 3  # mapped by the door once each
+    assert frames[0].equals(truths[warm]) and frames[1].equals(truths[cold])
+    # the door's mappings are let go past their time, the client's files stay
+    client = mapped_files()
+    assert len(client) == 3  # two for the frames, one idle
+    assert Path("/proc/self/maps").read_text().count("memfd:workbench-result") == 6
+    monkeypatch.setattr(local_door, "_DOOR_KEEP_S", 0.0)
+    server.local._mappings.trim()
+    lines = Path("/proc/self/maps").read_text().count("memfd:workbench-result")
+    assert lines == 3 and mapped_files() == client
 
 
 def _ask_with(server: HiveServer2, fd: int) -> tuple[dict, list[int]]:
