@@ -184,7 +184,7 @@ class _Mapping:
         """Fault in the pages of the first ``size`` bytes at once: one by one as the
         stream is written they cost twice as much (a write() into the file, four times)."""
         with contextlib.suppress(OSError):  # before Linux 5.14: faulted in as written
-            self.mapping.madvise(_MADV_POPULATE_WRITE, 0, -(-size // mmap.PAGESIZE) * mmap.PAGESIZE)
+            self.mapping.madvise(_MADV_POPULATE_WRITE, 0, size)  # the kernel rounds up
 
 
 class _Mappings:
