@@ -407,6 +407,11 @@ class GatewayTarget(Target):
                     answer = line.decode("ascii", "replace").split()
                     if answer and answer[0] == "OK":
                         outcome = "accepted"
+                    elif attempt and answer[1:3] == ["409", "replay"]:
+                        # a copy of this very frame was accepted before and its OK lost
+                        # (the connection dropped, or the answer came after our timeout):
+                        # the gateway says it is stored
+                        outcome = "accepted"
                     elif (
                         len(answer) >= 2 and answer[0] == "ERR" and int(answer[1]) in _RETRY_STATUS
                     ):

@@ -139,6 +139,7 @@ class FlakyGateway:
 
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
+        self.lose_oks = 0  # legacy frames accepted whose OK is lost (the connection drops)
         self.bodies: list[bytes] = []
         self.seen: Counter[bytes] = Counter()
         self.lines: list[bytes] = []
@@ -166,6 +167,11 @@ class FlakyGateway:
             seq = line.split(b"|")[3].decode()
             if self.seen[line] <= self.refusals:
                 writer.write(b"ERR 503 broker_unavailable\n")
+            elif self.seen[line] > self.refusals + 1:  # the gateway's answer to a copy
+                writer.write(b"ERR 409 replay\n")
+            elif self.lose_oks:
+                self.lose_oks -= 1
+                break
             else:
                 writer.write(f"OK {seq}\n".encode())
             await writer.drain()
@@ -229,6 +235,33 @@ def test_retries_on_503_429_reuse_the_same_seq(flaky: tuple[FlakyGateway, Config
     assert len(stub.lines) == 3 * (300 - n_http) > 0
     seqs = {json.loads(b)["seq"] for b in stub.bodies}
     assert seqs == {1}  # every try of an event carries its one seq
+
+
+def test_a_legacy_frame_whose_ok_was_lost_is_accepted_by_the_replay_answer(
+    flaky: tuple[FlakyGateway, Config],
+):
+    """The legacy door answers a copy of an accepted frame ``ERR 409 replay``: to a device
+    retrying after a lost ``OK``, already stored. Only a retry reads it so."""
+    stub, config = flaky
+    stub.refusals, stub.lose_oks = 0, 1
+    fleet = Fleet.generate(300, seed=8)
+    target = GatewayTarget(
+        fleet, config, provision=False, retry=RetryPolicy(attempts=3, base_s=0.01)
+    )
+    target.prepare()
+    try:
+        frame = next(fleet.ticks(START, interval_s=60))
+        outcomes = target.send(frame)
+        # a frame sent once more, as a first try: a replay is a refusal then
+        legacy = frame.filter(frame["protocol"] == 1).head(1)
+        again = target.send(legacy)
+    finally:
+        target.close()
+    assert outcomes.to_list() == ["accepted"] * 300
+    assert target.stats.accepted == 300 and target.stats.retries >= 1
+    assert max(stub.seen.values()) >= 2  # the frame whose OK was lost, sent again
+    assert again.to_list() == ["rejected-409 replay"]
+    assert target.stats.rejected == {"409 replay": 1}
 
 
 def test_gives_up_after_the_last_attempt(flaky: tuple[FlakyGateway, Config]):
