@@ -411,10 +411,15 @@ class _File:
     """A memory file of the door's that this process keeps mapped, to take results in."""
 
     def __init__(self, fd: int) -> None:
+        """Takes ``fd`` over: closed here when it cannot be mapped."""
         self.fd = fd
         self.pid = os.getpid()
-        self.size = os.fstat(fd).st_size
-        self.mapping = mmap.mmap(fd, self.size, prot=mmap.PROT_READ)
+        try:
+            self.size = os.fstat(fd).st_size
+            self.mapping = mmap.mmap(fd, self.size, prot=mmap.PROT_READ)
+        except BaseException:
+            os.close(fd)
+            raise
         self.view: pa.Buffer | None = pa.py_buffer(self.mapping)
 
     def close(self) -> None:
@@ -525,29 +530,31 @@ def local_read(
         if offer is not None:
             _give_back(offer)
         raise
-    if not answer.get("ok") or len(fds) > 1 or (offer is None and not fds):
+    file = offer
+    try:
+        if not answer.get("ok"):
+            message = str(answer.get("message"))
+            if answer.get("refused"):
+                raise QueryRefused(f"the Flight door refused: {message}")
+            raise QueryFailed(f"the Flight door: {message}")
+        if fds:  # a file of the door's: the offer did not do, or there was none
+            file = _File(fds.pop(0))
+        size = int(answer["bytes"])
+        # past the file's end the columns would be read from unmapped memory
+        if fds or file is None or not 0 < size <= file.size:
+            raise QueryFailed("the door's answer does not match the file it came with")
+    except BaseException:
         for fd in fds:
             os.close(fd)
+        if file is not None and file is not offer:
+            file.close()
         if offer is not None:
             _give_back(offer)
-        message = str(answer.get("message"))
-        if answer.get("ok"):
-            raise QueryFailed("the door's answer came without its result")
-        if answer.get("refused"):
-            raise QueryRefused(f"the Flight door refused: {message}")
-        raise QueryFailed(f"the Flight door: {message}")
-    if fds:  # a file of the door's: the offer did not do, or there was none
-        if offer is not None:
-            _give_back(offer)
-        try:
-            offer = _File(fds[0])
-        except BaseException:
-            os.close(fds[0])
-            raise
-    assert offer is not None
-    data = _lend(offer, int(answer["bytes"]))
-    # the table's buffers are slices of ``data``, which they keep alive
-    return pa.ipc.open_stream(data).read_all()
+        raise
+    if offer is not None and file is not offer:
+        _give_back(offer)
+    # the table's buffers are slices of the lent buffer, which they keep alive
+    return pa.ipc.open_stream(_lend(file, size)).read_all()
 
 
 def _ask(

@@ -197,6 +197,36 @@ def test_the_door_maps_a_file_once_while_it_is_written_into_again(
     assert lines == 3 and mapped_files() == client
 
 
+def test_an_answer_larger_than_its_file_is_refused_not_read(no_kept_files) -> None:
+    """The client reads only within the file it was handed: a door claiming more bytes
+    (a bug, or another version) gets an error, not a read past the mapping."""
+    import threading
+
+    port = free_port()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_name(port))
+    listener.listen(1)
+
+    def stand_in() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            local_door._receive(conn, 1 << 20)
+            small = os.memfd_create("workbench-result", os.MFD_CLOEXEC)
+            os.ftruncate(small, 4096)
+            local_door._send(conn, {"ok": True, "bytes": 1 << 24}, [small])
+            os.close(small)
+
+    thread = threading.Thread(target=stand_in, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(QueryFailed, match="does not match the file it came with"):
+            local_read("SELECT 1", port=port, user="ann", password="x")
+    finally:
+        thread.join(10)
+        listener.close()
+    assert mapped_results() == 0  # the file it came with is closed
+
+
 def _ask_with(server: HiveServer2, fd: int) -> tuple[dict, list[int]]:
     """The door's answer to ann's statement, offering ``fd`` to write into."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
