@@ -467,18 +467,34 @@ class GatewayTarget(Target):
     def flush(self) -> None:
         """Requests complete inside :meth:`send`: nothing is left in flight."""
 
-    def check(self) -> None:
-        """Raise SimulatorError when the gateway does not answer /healthz."""
+    def check(self, *, patience_s: float = 60.0) -> None:
+        """Raise SimulatorError when the gateway does not answer /healthz.
+
+        Nothing listening fails at once. A gateway that answers 503 (a worker still
+        loading the registry) or is slow to answer (a busy host) is given ``patience_s``:
+        it is there, and a run that gave up on it would lose its whole fleet's sends.
+        """
         import urllib.error
         import urllib.request
 
         url = f"http://{self.config.host}:{self.config.gateway_port}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                pass
-        except (urllib.error.URLError, OSError) as exc:
-            raise SimulatorError(
-                f"the gateway at {url} does not answer ({exc})",
-                hint="start it with 'workbench up' (or python -m ingest_service gateway), "
-                "or use --target kafka",
-            ) from exc
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503 or time.monotonic() >= deadline:
+                    raise SimulatorError(
+                        f"the gateway at {url} answers {exc.code} {exc.reason}",
+                        hint="see its log: workbench logs gateway",
+                    ) from exc
+            except (urllib.error.URLError, OSError) as exc:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                if not isinstance(reason, TimeoutError) or time.monotonic() >= deadline:
+                    raise SimulatorError(
+                        f"the gateway at {url} does not answer ({exc})",
+                        hint="start it with 'workbench up' (or python -m ingest_service "
+                        "gateway), or use --target kafka",
+                    ) from exc
+            time.sleep(0.5)

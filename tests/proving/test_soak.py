@@ -124,7 +124,10 @@ def test_a_terminated_soak_stops_its_scratch_stack(tmp_path):
         for kid in psutil.Process(proc.pid).children(recursive=True)
         if "simulator" in kid.cmdline()
     ]
-    assert len(simulators) == 1, "the devices run as a child of the soak"
+    if len(simulators) != 1:  # the devices ended at once: show why
+        proc.terminate()
+        rest, _ = proc.communicate(timeout=120)
+        pytest.fail("the devices run as a child of the soak:\n" + "".join(seen) + rest)
     pids += simulators
     assert all(psutil.pid_exists(pid) for pid in pids)
     proc.send_signal(signal.SIGTERM)

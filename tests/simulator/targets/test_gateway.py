@@ -143,6 +143,8 @@ class FlakyGateway:
         self.bodies: list[bytes] = []
         self.seen: Counter[bytes] = Counter()
         self.lines: list[bytes] = []
+        self.health: list[int] = []  # statuses /healthz answers first, then 200
+        self.health_asked = 0
 
     async def telemetry(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -158,7 +160,9 @@ class FlakyGateway:
         return web.json_response({"accepted": 1}, status=202)
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        self.health_asked += 1
+        status = self.health.pop(0) if self.health else 200
+        return web.json_response({"status": "ok" if status == 200 else "starting"}, status=status)
 
     async def legacy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
@@ -207,6 +211,26 @@ def flaky(kafka_config: Config) -> Iterator[tuple[FlakyGateway, Config]]:
     yield stub, config
     loop.call_soon_threadsafe(stop.set)
     thread.join(10)
+
+
+def test_a_gateway_still_starting_is_waited_for_and_a_broken_one_named(
+    flaky: tuple[FlakyGateway, Config],
+):
+    """503 on /healthz is a gateway worker still loading its registry: the run waits for
+    it. Any other refusal is an error that names the status, at once."""
+    stub, config = flaky
+    target = GatewayTarget(Fleet.generate(3, seed=8), config, provision=False)
+    stub.health = [503, 503, 503]
+    target.check()
+    assert stub.health_asked == 4
+    stub.health, stub.health_asked = [500, 200], 0
+    with pytest.raises(SimulatorError, match="answers 500"):
+        target.check()
+    assert stub.health_asked == 1
+    stub.health, stub.health_asked = [503] * 1000, 0
+    with pytest.raises(SimulatorError, match="answers 503"):
+        target.check(patience_s=1.0)
+    assert 2 <= stub.health_asked <= 4
 
 
 def test_retries_on_503_429_reuse_the_same_seq(flaky: tuple[FlakyGateway, Config]):
