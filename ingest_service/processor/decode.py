@@ -104,15 +104,13 @@ class RecordBatch:
 
     @staticmethod
     def concat(parts: Sequence[RecordBatch]) -> RecordBatch:
-        """One batch holding ``parts`` one after the other (packed, arrays). Their parsed
-        tables are joined only when all have the same columns and types: then they are
-        what one parse of the joined values gives; otherwise the decode parses."""
+        """One batch holding ``parts`` one after the other (packed, arrays), with their
+        parsed tables joined when every part has one and their types unify (see
+        :func:`_joined_parse`); otherwise the decode parses the joined values itself."""
         if len(parts) == 1:
             return parts[0]
         tables = [p.parsed for p in parts if p.parsed is not None]
-        parsed = None
-        if len(tables) == len(parts) and all(t.schema.equals(tables[0].schema) for t in tables):
-            parsed = pa.concat_tables(tables)
+        parsed = _joined_parse(tables) if len(tables) == len(parts) else None
         return RecordBatch(
             Packed.concat([Packed.of(p.values) for p in parts]),
             Packed.concat([Packed.of(p.keys) for p in parts]),
@@ -131,6 +129,27 @@ class RecordBatch:
             [int(self.offsets[i]) for i in keep],
             None if self.parsed is None else self.parsed.take(keep),
         )
+
+
+def _joined_parse(tables: Sequence[pa.Table]) -> pa.Table | None:
+    """The chunks' parses as one table, standing for one parse of their joined values;
+    None when their types do not unify.
+
+    Chunks differ in columns (a chunk without a gateway refusal has no ``rejected``)
+    and in the fields of ``readings`` (a chunk of a few hundred records holds some
+    device types only), and a number may be whole in one chunk and not in the next.
+    pyarrow's permissive promotion joins them as the parse of the whole joins its
+    blocks: a missing column or field is null, int64 meets double as double, fields
+    keep their order of first appearance. It refuses where the whole parse refuses
+    (a string meets a number) and also where the whole parse would give another
+    type (a time-like string meets a plain one, an integer beyond 2**53 meets a
+    double): then the decode parses the values itself, so the member's parse is used
+    only where it gives what the decode's own would.
+    """
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
 
 
 def decode(

@@ -174,16 +174,21 @@ def _chunk(values: list[bytes], first: int) -> RecordBatch:
 
 
 @pytest.mark.parametrize(
-    "odd_chunk",
+    ("odd_chunk", "unifies"),
     [
-        None,
-        [encode(event(seq=90, readings={"temperature": 20.0, "co2": 400}))],  # other columns
-        [encode(event(seq=90)), b"not json"],  # the member could not parse it
-        [encode(event(seq=90, readings={"temperature": "hot"}))],  # other types
+        (None, True),
+        # other fields of readings, a column the others lack: the parses unify
+        ([encode({**event(seq=90, readings={"co2": 400}), "rejected": "x"})], True),
+        # whole where the others are not: int64 meets double
+        ([encode(event(seq=90, readings={"temperature": 20, "voc": 2}))], True),
+        ([encode(event(seq=90)), b"not json"], False),  # the member could not parse it
+        ([encode(event(seq=90, readings={"temperature": "hot"}))], False),  # other types
+        # a type the whole parse would not give: it reads both as strings
+        ([encode({**event(seq=90), "room": "2026-01-01T00:00:00"})], False),
     ],
 )
 def test_chunks_parsed_in_the_member_decode_as_the_decode_parses_them(
-    odd_chunk: list[bytes] | None,
+    odd_chunk: list[bytes] | None, unifies: bool
 ) -> None:
     chunks = [
         [
@@ -202,7 +207,7 @@ def test_chunks_parsed_in_the_member_decode_as_the_decode_parses_them(
         joined[:7],
         joined.compress([i % 3 != 1 for i in range(len(joined))]),
     ):
-        assert (batch.parsed is not None) == (odd_chunk is None)
+        assert (batch.parsed is not None) == unifies
         if batch.parsed is not None:
             assert batch.parsed.num_rows == len(batch)
         unparsed = RecordBatch(batch.values, batch.keys, batch.partitions, batch.offsets)
@@ -212,3 +217,23 @@ def test_chunks_parsed_in_the_member_decode_as_the_decode_parses_them(
         )
         assert accepted.equals(again) and rejected.equals(again_rejected)
         assert len(accepted) >= 4  # rows of several chunks were compared
+
+
+def test_a_fleets_chunks_of_several_shapes_are_decoded_from_the_members_parses() -> None:
+    """The simulator's fleet, polled in small chunks: their parses have different columns
+    (a chunk holds some device types only), and still stand for one parse of the batch."""
+    from simulator.fleet import Fleet
+
+    fleet = Fleet.generate(300, seed=3)
+    start = NOW.replace(second=0, microsecond=0) - dt.timedelta(minutes=20)
+    values = [value for _, value in fleet.kafka_records(start, 3_000)]
+    parts = [_chunk(values[i : i + 250], i) for i in range(0, len(values), 250)]
+    shapes = {p.parsed.schema.to_string() for p in parts if p.parsed is not None}
+    assert len(shapes) > 1, "the chunks all parsed alike: the test proves nothing"
+    batch = RecordBatch.concat(parts)
+    assert batch.parsed is not None
+    unparsed = RecordBatch(batch.values, batch.keys, batch.partitions, batch.offsets)
+    accepted, rejected = decode(batch, now=NOW, limits=Limits())
+    again, again_rejected = decode(unparsed, now=NOW, limits=Limits())
+    assert accepted.equals(again) and rejected.equals(again_rejected)
+    assert len(accepted) > 2_000
