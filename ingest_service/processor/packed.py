@@ -37,12 +37,22 @@ class Packed(Sequence[bytes | None]):
     ([None, b'xy'], [b'{"a":1}', b'xy'])
     """
 
-    __slots__ = ("_starts", "joined", "lengths")
+    __slots__ = ("_joined", "_parts", "_starts", "lengths")
 
     def __init__(self, joined: bytes, lengths: np.ndarray[Any, Any]) -> None:
-        self.joined = joined
+        self._joined: bytes | None = joined
+        self._parts: list[Packed] = []
         self.lengths = lengths
         self._starts: np.ndarray[Any, Any] | None = None
+
+    @property
+    def joined(self) -> bytes:
+        """The items joined by newlines (those of a :meth:`concat` are joined when first
+        asked for: a batch the Kafka member parsed is usually never asked)."""
+        if self._joined is None:
+            self._joined = b"\n".join(p.joined for p in self._parts)
+            self._parts = []
+        return self._joined
 
     @classmethod
     def of(cls, items: Sequence[bytes | None]) -> Packed:
@@ -57,10 +67,11 @@ class Packed(Sequence[bytes | None]):
         filled = [p for p in parts if len(p)]
         if len(filled) == 1:
             return filled[0]
-        return cls(
-            b"\n".join(p.joined for p in filled),
-            np.concatenate([p.lengths for p in filled]) if filled else np.empty(0, np.int64),
-        )
+        if not filled:
+            return cls(b"", np.empty(0, np.int64))
+        packed = cls(b"", np.concatenate([p.lengths for p in filled]))
+        packed._joined, packed._parts = None, filled
+        return packed
 
     @property
     def starts(self) -> np.ndarray[Any, Any]:

@@ -203,7 +203,7 @@ class Processor:
         accepted, rejected = decode(batch, now=now, limits=self.limits, promoted=self.readings)
         mark = result.timed("decode", mark)
         # Step 3
-        accepted = accepted.sort("source_partition", "source_offset")
+        accepted = _in_offset_order(accepted)
         duplicate = self.index.duplicate_mask(accepted)
         dups = accepted.filter(duplicate)
         accepted = accepted.filter(~duplicate)
@@ -361,3 +361,25 @@ class Processor:
             metrics, self.windows, as_of=self.clock.now(), metrics_version=version
         )
         sink.upsert_state(self.config, state)
+
+
+def _in_offset_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` sorted by partition, then offset.
+
+    A batch holds each partition's records in offset order already, so a stable sort
+    by partition alone gives that order (in a third of the time of sorting by both);
+    checked, and sorted by both when a batch breaks the rule.
+
+    >>> rows = pl.DataFrame({"source_partition": [1, 0, 1, 0], "source_offset": [5, 7, 6, 8]})
+    >>> _in_offset_order(rows)["source_offset"].to_list()
+    [7, 8, 5, 6]
+    >>> _in_offset_order(rows.reverse())["source_offset"].to_list()
+    [7, 8, 5, 6]
+    """
+    by_partition = rows.sort("source_partition", maintain_order=True)
+    ordered = by_partition.select(
+        ((pl.col("source_offset").diff() > 0) | (pl.col("source_partition").diff() != 0))
+        .slice(1)
+        .all()
+    ).item()
+    return by_partition if ordered else rows.sort("source_partition", "source_offset")
