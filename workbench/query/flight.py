@@ -123,6 +123,8 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
         )
         self._running: dict[str, int] = {}
         self._closed = False
+        # which path carries the statement running in this thread, for its log entry
+        self._via = threading.local()
 
     # --- logins: checked on the first call, then trusted LOGIN_CACHE_S seconds ----------
 
@@ -177,25 +179,40 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
 
     def _report(self, principal: Principal, hiveql: str, outcome: str, detail: str) -> None:
         if self._audit is not None:
-            self._audit(principal, "query", hiveql, outcome, f"flight: {detail}")
+            via = getattr(self._via, "name", "flight")
+            self._audit(principal, "query", hiveql, outcome, f"{via}: {detail}")
 
     # --- the one call served ------------------------------------------------------------
 
     def run(
-        self, user: str, password: str, address: str, hiveql: str, *, polars_types: bool = False
+        self,
+        user: str,
+        password: str,
+        address: str,
+        hiveql: str,
+        *,
+        polars_types: bool = False,
+        via: str = "flight",
     ) -> pa.Table:
         """The result of ``hiveql`` as the user these credentials log in, whatever carried
         them (gRPC here, the same-host socket of :mod:`workbench.query.local_door`);
-        ``polars_types`` as :meth:`QuerySession.execute` takes it.
+        ``polars_types`` as :meth:`QuerySession.execute` takes it. ``via`` names the path
+        in the access log's detail (``flight: rows=N``, ``local: rows=N``) and in the
+        refusal of an empty statement.
 
         Raises :class:`LoginRefused` (the login), :class:`QueryRefused` or
         :class:`AccessDenied` (the statement) and :class:`QueryFailed`."""
         principal = self._principal(user, password, address)
         hiveql = hiveql.strip()
         if not hiveql:
-            raise QueryFailed("the ticket is empty: send a HiveQL statement")
-        with self._session(principal) as session:
-            return session.execute(hiveql, polars_types=polars_types).table
+            what = "ticket" if via == "flight" else "statement"
+            raise QueryFailed(f"the {what} is empty: send a HiveQL statement")
+        self._via.name = via
+        try:
+            with self._session(principal) as session:
+                return session.execute(hiveql, polars_types=polars_types).table
+        finally:
+            self._via.name = "flight"
 
     def do_get(self, context: Any, ticket: fl.Ticket) -> fl.RecordBatchStream:
         """Run the ticket's statement as the caller; stream its result."""

@@ -354,7 +354,7 @@ class LocalDoor:
             return
         assert isinstance(user, str) and isinstance(password, str) and isinstance(sql, str)
         try:
-            table = self.door.run(user, password, address, sql, polars_types=True)
+            table = self.door.run(user, password, address, sql, polars_types=True, via="local")
         except (QueryRefused, AccessDenied) as exc:  # LoginRefused among them
             _send(conn, _refusal(True, str(exc)))
             return
