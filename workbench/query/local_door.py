@@ -576,12 +576,27 @@ def _ask(
             raise QueryFailed(f"the door's answer was cut short ({exc})") from None
 
 
+def _on_this_machine(host: str) -> bool:
+    """Whether ``host`` names this machine: a loopback name or address, the host name,
+    or an address of one of its interfaces (a door bound to the host's own address is
+    reached in shared memory too; a name that only resolves elsewhere is not tried)."""
+    import psutil
+
+    if host in _LOOPBACK or host.startswith("127.") or host == socket.gethostname():
+        return True
+    return any(
+        address.address.split("%")[0] == host
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+    )
+
+
 def bulk_read(
     hiveql: str, *, host: str, port: int, user: str, password: str, timeout_s: float = 600.0
 ) -> pa.Table:
     """The result of ``hiveql`` through the Flight door at ``host:port``: in shared memory
     when the door is on this machine, over gRPC otherwise."""
-    if host in _LOOPBACK:
+    if _on_this_machine(host):
         with contextlib.suppress(LocalDoorUnavailable):
             return local_read(hiveql, port=port, user=user, password=password, timeout_s=timeout_s)
     return flight_read(

@@ -322,6 +322,23 @@ def test_bulk_read_takes_the_same_host_path_and_falls_back_to_grpc(server, no_ke
         "SELECT 1 AS one", host="127.0.0.1", port=server.flight_port, user="ann", password=password
     )
     assert mapped_results() == 1 and table.to_pylist() == [{"one": 1}]
+    # the machine's own address (or name) is this machine too: shared memory again, not
+    # gRPC, which the door serves on 127.0.0.1 only
+    import psutil
+
+    own = next(
+        (
+            a.address
+            for addresses in psutil.net_if_addrs().values()
+            for a in addresses
+            if a.family == socket.AF_INET and not a.address.startswith("127.")
+        ),
+        socket.gethostname(),
+    )
+    again = bulk_read(
+        "SELECT 2 AS two", host=own, port=server.flight_port, user="ann", password=password
+    )
+    assert mapped_results() == 2 and again.to_pylist() == [{"two": 2}]
     nowhere = free_port()
     with pytest.raises(LocalDoorUnavailable):
         local_read("SELECT 1", port=nowhere, user="ann", password=password)
