@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,7 +44,14 @@ from workbench.heartbeat import heartbeat_path as component_heartbeat
 from workbench.lake.tables import check_commit_safety, describe_store_error, is_store_error
 from workbench.stack.pool import WorkerPool, die_with_parent, signal_ready
 
-__all__ = ["URGENT_GAP_S", "heartbeat_path", "member_main", "run", "run_processor"]
+__all__ = [
+    "URGENT_GAP_S",
+    "heartbeat_path",
+    "member_env",
+    "member_main",
+    "run",
+    "run_processor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +325,7 @@ def run_processor(config: Config) -> int:
         "processor",
         count=config.processors,
         argv=lambda slot: [sys.executable, "-m", "ingest_service.processor.main", "--member"],
-        env={**os.environ, **config.env()},
+        env=member_env(os.environ, config, cores=len(os.sched_getaffinity(0))),
         run_dir=config.run_dir,
         # a member finishes its batch, commits and leaves the group
         drain_timeout_s=max(30.0, 10 * config.commit_interval),
@@ -329,6 +336,30 @@ def run_processor(config: Config) -> int:
     )
     holder.append(pool)
     return pool.run()
+
+
+def member_env(environ: Mapping[str, str], config: Config, *, cores: int) -> dict[str, str]:
+    """The members' environment: ``environ`` with ``config``, and ``POLARS_MAX_THREADS``
+    (unless ``environ`` sets it) to the cores left once every member's Kafka child has
+    one, shared among the members.
+
+    Why: the child polls and parses on a core of its own, so a member whose polars used
+    every core would make its threads fight the child for it. On the 2-core machines
+    here one polars thread drained 5-8 points more of the bare consumer's rate than
+    two (docs/ingest.md).
+
+    >>> cfg = Config.from_env({"WORKBENCH_PROCESSORS": "2"})
+    >>> member_env({}, cfg, cores=8)["POLARS_MAX_THREADS"]
+    '3'
+    >>> member_env({"POLARS_MAX_THREADS": "6"}, cfg, cores=8)["POLARS_MAX_THREADS"]
+    '6'
+    >>> [member_env({}, Config.from_env({}), cores=n)["POLARS_MAX_THREADS"] for n in (1, 2, 8)]
+    ['1', '1', '7']
+    """
+    env = {**environ, **config.env()}
+    members = max(1, config.processors)
+    env.setdefault("POLARS_MAX_THREADS", str(max(1, (cores - members) // members)))
+    return env
 
 
 def member_main(argv: Sequence[str] | None = None) -> int:

@@ -84,6 +84,12 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_nothing(tmp_path:
         gateway_before = _worker_pids(home, "gateway")
         processor_before = _worker_pids(home, "processor")
         assert len(gateway_before) == 2 and len(processor_before) == 2
+        # each member's polars leaves a core to every member's Kafka child: the cores
+        # less two, halved, and at least one thread
+        threads = max(1, (len(psutil.Process().cpu_affinity() or []) - 2) // 2)
+        for pid in processor_before:
+            environ = psutil.Process(pid).environ()
+            assert environ.get("POLARS_MAX_THREADS") == str(threads), environ
 
         sim = subprocess.Popen(
             [
