@@ -230,9 +230,13 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
 def write_kernel_count(config: Config, manager: Any) -> None:
     """Write how many kernels ``manager`` runs, and the caps, to
     ``$WORKBENCH_HOME/run/dashboard-kernels.json`` for ``workbench status``."""
+    running = set(manager.list_kernel_ids())
     count = {
-        "kernels": len(set(manager.list_kernel_ids()) - set(manager.warm)),
+        # the pages' kernels, as the cap counts them: owned, or being started for a page
+        # (a kernel warming up is no page's yet)
+        "kernels": len(running & set(manager.owners)) + len(manager.starting),
         "warm": len(manager.warm),
+        "warming": manager.warming,
         "max_kernels": config.dashboard_max_kernels,
         "at": time.time(),
     }
@@ -247,11 +251,13 @@ def kernel_count_line(config: Config) -> tuple[str, dict[str, int]] | None:
     except (OSError, ValueError):
         return None
     kernels, cap = int(count["kernels"]), int(count["max_kernels"])
-    warm = int(count.get("warm", 0))
+    warm, warming = int(count.get("warm", 0)), int(count.get("warming", 0))
     text = f"{kernels} of {cap} provisioning kernels, {warm} waiting"
+    if warming:
+        text += f", {warming} warming up"
     if kernels >= 0.8 * cap:
         text += " (near the cap WORKBENCH_DASHBOARD_MAX_KERNELS: new pages will be refused)"
-    return text, {"kernels": kernels, "max_kernels": cap, "warm": warm}
+    return text, {"kernels": kernels, "max_kernels": cap, "warm": warm, "warming": warming}
 
 
 def _check_owner(handler: Any, kernel_id: str) -> None:

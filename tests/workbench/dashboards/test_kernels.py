@@ -12,7 +12,11 @@ from tornado.web import HTTPError
 
 from workbench.config import Config
 from workbench.dashboards.identity import IDENTITY_ENV, sign_identity
-from workbench.dashboards.kernels import kernel_manager_class
+from workbench.dashboards.kernels import (
+    kernel_count_line,
+    kernel_manager_class,
+    write_kernel_count,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +70,21 @@ def test_a_page_takes_the_waiting_kernel_with_its_own_identity_and_the_pool_refi
         manager = kernel_manager_class(config, SECRET)(
             root_dir=str(tmp_path), connection_dir=str(tmp_path)
         )
+
+        def status() -> dict[str, int]:
+            write_kernel_count(config, manager)
+            line = kernel_count_line(config)
+            assert line is not None
+            return line[1]
+
+        cap = config.dashboard_max_kernels
         try:
             manager.fill_pool()
+            # started, importing what pages need: no page's kernel yet
+            await _until(lambda: manager.warming == 1 and len(manager.list_kernel_ids()) == 1)
+            assert status() == {"kernels": 0, "max_kernels": cap, "warm": 0, "warming": 1}
             await _until(lambda: len(manager.warm) == 1)
+            assert status() == {"kernels": 0, "max_kernels": cap, "warm": 1, "warming": 0}
             (waiting,) = manager.warm
             assert manager.owner(waiting) is None  # nobody's: 404 to every user
             await manager.cull_kernel_if_idle(waiting)  # idle by design, never culled
@@ -84,6 +100,7 @@ def test_a_page_takes_the_waiting_kernel_with_its_own_identity_and_the_pool_refi
                 kernel_name="python3", path="", env=_page_env("olga")
             )
             assert olgas == waiting and manager.owner(olgas) == "olga"
+            assert status()["kernels"] == 1
             identity, imported, _ = (
                 await _run(manager, olgas, PROBE.format(env=IDENTITY_ENV))
             ).split()
