@@ -484,6 +484,7 @@ class GatewayTarget(Target):
                 with urllib.request.urlopen(url, timeout=5):
                     return
             except urllib.error.HTTPError as exc:
+                exc.close()  # the answer's body is not read
                 if exc.code != 503 or time.monotonic() >= deadline:
                     raise SimulatorError(
                         f"the gateway at {url} answers {exc.code} {exc.reason}",
