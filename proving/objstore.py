@@ -1,7 +1,8 @@
 """Real object stores on loopback, for tests and drills of a lake on ``s3://`` and ``az://``.
 
-:class:`MotoS3` runs moto's S3 server (``moto_server``, from the ``moto[server]`` test
-extra) and :class:`Azurite` runs Microsoft's Azure Blob emulator (an npm package that
+:class:`MotoS3` runs moto's S3 server (from the ``moto[server]`` test extra, through
+:mod:`proving.moto_s3`, which makes its conditional writes atomic as on S3) and
+:class:`Azurite` runs Microsoft's Azure Blob emulator (an npm package that
 :func:`azurite_bin` installs under the virtualenv once, ``make install`` does it). Each
 listens on a free loopback port, holds one bucket or container, and hands out the
 standard environment variables deltalake reads its credentials and endpoint from
@@ -19,6 +20,7 @@ import datetime as dt
 import hashlib
 import hmac
 import http.client
+import importlib.util
 import os
 import subprocess
 import sys
@@ -143,9 +145,11 @@ class MotoS3(_Server):
         bucket: str = "workbench-lake",
         port: int | None = None,
         check_keys: bool = False,
+        server_args: tuple[str, ...] = (),
     ) -> None:
         super().__init__(root, port)
         self.bucket = bucket
+        self.server_args = server_args  # more options of ``python -m proving.moto_s3``
         # moto accepts any key pair unless told to check them; these are placeholders
         self.access_key = "moto-test-key"
         self.secret_key = "moto-test-secret"
@@ -156,14 +160,12 @@ class MotoS3(_Server):
             self.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "2"
 
     def argv(self) -> list[str]:
-        return [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
-                "-p", str(self.port)]  # fmt: skip
+        return [sys.executable, "-m", "proving.moto_s3", "--port", str(self.port),
+                *self.server_args]  # fmt: skip
 
     def __enter__(self) -> MotoS3:
-        if not Path(self.argv()[0]).exists():
-            raise ObjectStoreUnavailable(
-                "moto_server is missing; run: python -m pip install -e '.[test]'"
-            )
+        if importlib.util.find_spec("moto") is None:
+            raise ObjectStoreUnavailable("moto is missing; run: python -m pip install -e '.[test]'")
         self.start()
         self.create_bucket(self.bucket)
         return self
