@@ -29,7 +29,7 @@ import psutil
 from proving.kafka_cluster import KafkaCluster
 from proving.ports import free_port
 from workbench.config import Config
-from workbench.exceptions import WorkbenchError
+from workbench.exceptions import PortInUse, WorkbenchError
 from workbench.stack import supervisor
 
 __all__ = ["PORT_VARS", "Ledger", "ScratchStack", "SimulatorRun", "free_port"]
@@ -53,6 +53,13 @@ PORT_VARS = (
 # "broker" is the embedded one, "kafka" an external cluster's health check and topic
 # creation: only the one the configuration enables starts
 DATA_PATH = ["broker", "kafka", "gateway", "processor"]
+
+
+def _pick_ports(env: dict[str, str], *, keep: frozenset[str] = frozenset()) -> None:
+    """A free loopback port in ``env`` for every component's port but those in ``keep``."""
+    for var in PORT_VARS:
+        if var not in keep:
+            env[var] = str(free_port())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +138,7 @@ class ScratchStack:
         self.report = report
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKBENCH_", "KAFKA_"))}
         env["WORKBENCH_HOME"] = str(self.home)
-        for var in PORT_VARS:
-            env[var] = str(free_port())
+        _pick_ports(env)
         # which embedded broker to prove the system on is the caller's choice
         if "WORKBENCH_BROKER" in os.environ:
             env["WORKBENCH_BROKER"] = os.environ["WORKBENCH_BROKER"]
@@ -143,6 +149,7 @@ class ScratchStack:
             env["WORKBENCH_LAKE"] = f"{root}/{self.home.name}"
         env.setdefault("WORKBENCH_COMMIT_INTERVAL", "0.5")
         env.update(settings or {})
+        self._set_ports = frozenset(PORT_VARS) & set(settings or {})  # the caller's own
         self._own_cluster = cluster is None and kafka_nodes > 0
         if self._own_cluster:
             cluster = KafkaCluster(
@@ -158,6 +165,9 @@ class ScratchStack:
         self.env = env
         self.config = Config.from_env(env)
         self._simulators: list[SimulatorRun] = []
+        # until the first start succeeds nobody knows the stack's ports, so a port taken
+        # between picking and binding (another test's broker, say) can still be swapped
+        self._ports_known = False
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -173,8 +183,19 @@ class ScratchStack:
         Kafka cluster first, when it has one and it is not running)."""
         if self._own_cluster and self.cluster is not None and not self.cluster.started:
             self.cluster.start()
-        with _environ(self.env):
-            supervisor.up(self.config, only=components or DATA_PATH, report=self.report)
+        for attempt in range(3):
+            try:
+                with _environ(self.env):
+                    supervisor.up(self.config, only=components or DATA_PATH, report=self.report)
+                break
+            except PortInUse as exc:
+                # up() has stopped what it started: nothing holds the old ports
+                if self._ports_known or attempt == 2:
+                    raise
+                self.report(f"{exc}; trying other ports")
+                _pick_ports(self.env, keep=self._set_ports)
+                self.config = Config.from_env(self.env)
+        self._ports_known = True
 
     def close(self) -> None:
         """Stop everything (simulated devices still sending first); remove a temporary
