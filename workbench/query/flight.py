@@ -22,6 +22,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -118,13 +119,12 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
         self._logins: dict[str, tuple[Principal, float]] = {}
         self._audit = audit
         self._lock = threading.Lock()
-        self._idle: collections.OrderedDict[int, tuple[Principal, QuerySession]] = (
+        # idle sessions by the user and the path they serve (their log entries name it)
+        self._idle: collections.OrderedDict[int, tuple[Principal, str, QuerySession]] = (
             collections.OrderedDict()
         )
         self._running: dict[str, int] = {}
         self._closed = False
-        # which path carries the statement running in this thread, for its log entry
-        self._via = threading.local()
 
     # --- logins: checked on the first call, then trusted LOGIN_CACHE_S seconds ----------
 
@@ -147,7 +147,7 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
     # --- sessions: one per running statement, reused when idle --------------------------
 
     @contextlib.contextmanager
-    def _session(self, principal: Principal) -> Iterator[QuerySession]:
+    def _session(self, principal: Principal, via: str) -> Iterator[QuerySession]:
         cap = self.config.hive_max_concurrent_per_user
         with self._lock:
             if self._running.get(principal.user, 0) >= cap:
@@ -156,11 +156,15 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
                     "(WORKBENCH_HIVE_MAX_CONCURRENT_PER_USER); wait for one to finish"
                 )
             self._running[principal.user] = self._running.get(principal.user, 0) + 1
-            key = next((k for k, (p, _) in self._idle.items() if p == principal), None)
-            found = self._idle.pop(key)[1] if key is not None else None
+            key = next(
+                (k for k, (p, v, _) in self._idle.items() if p == principal and v == via), None
+            )
+            found = self._idle.pop(key)[2] if key is not None else None
         session = None
         try:
-            session = found or QuerySession(self.config, principal, audit=self._report)
+            session = found or QuerySession(
+                self.config, principal, audit=functools.partial(self._report, via)
+            )
             yield session
         finally:
             spare: QuerySession | None = None
@@ -169,17 +173,18 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
                 if not self._running[principal.user]:
                     del self._running[principal.user]
                 if session is not None and not self._closed:
-                    self._idle[id(session)] = (principal, session)
+                    self._idle[id(session)] = (principal, via, session)
                     if len(self._idle) > _IDLE_SESSIONS:
-                        spare = self._idle.popitem(last=False)[1][1]
+                        spare = self._idle.popitem(last=False)[1][2]
                 elif session is not None:
                     spare = session
             if spare is not None:
                 spare.close()
 
-    def _report(self, principal: Principal, hiveql: str, outcome: str, detail: str) -> None:
+    def _report(
+        self, via: str, principal: Principal, hiveql: str, outcome: str, detail: str
+    ) -> None:
         if self._audit is not None:
-            via = getattr(self._via, "name", "flight")
             self._audit(principal, "query", hiveql, outcome, f"{via}: {detail}")
 
     # --- the one call served ------------------------------------------------------------
@@ -207,12 +212,8 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
         if not hiveql:
             what = "ticket" if via == "flight" else "statement"
             raise QueryFailed(f"the {what} is empty: send a HiveQL statement")
-        self._via.name = via
-        try:
-            with self._session(principal) as session:
-                return session.execute(hiveql, polars_types=polars_types).table
-        finally:
-            self._via.name = "flight"
+        with self._session(principal, via) as session:
+            return session.execute(hiveql, polars_types=polars_types).table
 
     def do_get(self, context: Any, ticket: fl.Ticket) -> fl.RecordBatchStream:
         """Run the ticket's statement as the caller; stream its result."""
@@ -240,7 +241,7 @@ class FlightDoor(fl.FlightServerBase):  # type: ignore[misc]
         """Close the idle sessions; sessions in use close when their statement ends."""
         with self._lock:
             self._closed = True
-            idle = [s for _, s in self._idle.values()]
+            idle = [s for _, _, s in self._idle.values()]
             self._idle.clear()
         for session in idle:
             session.close()
