@@ -12,7 +12,8 @@
   ``WORKBENCH_DASHBOARD_MAX_KERNELS_PER_USER`` kernels or the server
   ``WORKBENCH_DASHBOARD_MAX_KERNELS``; jupyter_server's culler shuts down a kernel with no
   open page after ``WORKBENCH_DASHBOARD_KERNEL_IDLE`` seconds (a tab closed without its
-  unload call, a dropped network).
+  unload call, a dropped network), but not one still starting: its page is waiting for
+  it (for two minutes at most; then it is stuck, and culled).
 * The notebook listing (``/voila/api/contents``) answers 404 to everyone: the start page
   it served redirects to the Panel server, and a viewer may open no Voila page at all.
 * ``WORKBENCH_DASHBOARD_WARM_KERNELS`` kernels wait for pages, started and with the
@@ -57,6 +58,10 @@ WARM_UP = "import deltalake, pyarrow.dataset, workbench.dashboards.views"
 # A waiting kernel starts where Voila starts a page's (the served folder's top).
 _WARM_PATH = ""
 _READY_TIMEOUT_S = 60.0
+# A kernel still starting is not idle: the culler took kernels that needed more than the
+# idle time to boot on a loaded machine, and Voila then never finished their page. One
+# that has not started in this long is stuck, and culled as idle.
+_STARTING_GRACE_S = 120.0
 # After a kernel failed to warm up, pages start cold kernels for this long.
 _WARM_RETRY_S = 60.0
 
@@ -87,6 +92,12 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             self.warming = 0
             self.warm_retry_at = 0.0
             self._tasks: set[asyncio.Future[None]] = set()
+            self.started_at: dict[str, float] = {}  # time.monotonic() of each start
+
+        async def _launch(self, **kwargs: Any) -> str:
+            kernel_id = str(await super().start_kernel(**kwargs))
+            self.started_at[kernel_id] = time.monotonic()
+            return kernel_id
 
         def owner(self, kernel_id: str) -> str | None:
             """The user whose page started ``kernel_id`` (None: no such kernel)."""
@@ -124,7 +135,7 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             try:
                 kernel_id = await self._take_warm(kwargs)
                 if kernel_id is None:
-                    kernel_id = str(await super().start_kernel(**kwargs))
+                    kernel_id = await self._launch(**kwargs)
             finally:
                 self.starting.remove(user)
             # 2. the kernel is its user's from now on
@@ -147,7 +158,7 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             kernel_id = None
             try:
                 start: dict[str, Any] = {"path": _WARM_PATH, "env": dict(os.environ)}
-                kernel_id = str(await super().start_kernel(**start))
+                kernel_id = await self._launch(**start)
                 await self._run(kernel_id, WARM_UP)
             except Exception:
                 logger.exception("a kernel failed to warm up: pages start cold kernels")
@@ -214,14 +225,22 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
                 raise RuntimeError(f"{content.get('ename')}: {content.get('evalue')}")
 
         async def cull_kernel_if_idle(self, kernel_id: str) -> None:
-            if kernel_id not in self.warm:  # a waiting kernel is idle by design
-                await super().cull_kernel_if_idle(kernel_id)  # type: ignore[no-untyped-call]
+            if kernel_id in self.warm:  # a waiting kernel is idle by design
+                return
+            kernel = self._kernels.get(kernel_id)
+            booting = time.monotonic() - self.started_at.get(kernel_id, 0.0)
+            if getattr(kernel, "execution_state", None) == "starting" and (
+                booting < _STARTING_GRACE_S
+            ):
+                return
+            await super().cull_kernel_if_idle(kernel_id)  # type: ignore[no-untyped-call]
 
         async def shutdown_kernel(  # type: ignore[override]
             self, kernel_id: str, *args: Any, **kwargs: Any
         ) -> None:
             if kernel_id in self.warm:
                 self.warm.remove(kernel_id)
+            self.started_at.pop(kernel_id, None)
             await super().shutdown_kernel(kernel_id, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     return WorkbenchKernelManager

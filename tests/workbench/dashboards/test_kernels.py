@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,58 @@ def test_without_waiting_kernels_a_page_starts_its_own(tmp_path: Path):
             # a cold kernel: the page itself will import what it needs
             assert identity.startswith("olga|") and imported == "False"
             assert manager.warm == [] and manager.warming == 0
+        finally:
+            await manager.shutdown_all()
+
+    asyncio.run(scenario())
+
+
+def test_a_kernel_slow_to_start_is_not_culled_as_idle_and_an_abandoned_one_is(
+    tmp_path: Path,
+):
+    """On a loaded CI machine a page's kernel took longer than the idle time to boot; the
+    culler shut it down while Voila waited for it, and the page never finished."""
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = tmp_path / "kernels" / "slow"
+    spec.mkdir(parents=True)
+    # the python kernel, booting 3 s late: what a loaded machine does to its imports
+    boot = (
+        "import time; time.sleep(3)\n"
+        "from ipykernel import kernelapp; kernelapp.launch_new_instance()"
+    )
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-c", boot, "-f", "{connection_file}"],
+                "display_name": "slow",
+                "language": "python",
+            }
+        )
+    )
+    config = Config.from_env(
+        {"WORKBENCH_HOME": str(tmp_path / "home"), "WORKBENCH_DASHBOARD_WARM_KERNELS": "0"}
+    )
+
+    async def scenario() -> None:
+        manager = kernel_manager_class(config, SECRET)(
+            root_dir=str(tmp_path),
+            connection_dir=str(tmp_path),
+            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),
+            cull_idle_timeout=1,
+            cull_interval=1,
+            cull_connected=False,
+            cull_busy=False,
+        )
+        try:
+            kernel = await manager.start_kernel(kernel_name="slow", env=_page_env("olga"))
+            # it answers once booted, although the culler looked at it every second
+            assert (await _run(manager, kernel, "print(6 * 7)")).endswith("42")
+            assert kernel in manager
+            # then nobody connects: it is culled as idle
+            await _until(lambda: kernel not in manager, timeout_s=30)
         finally:
             await manager.shutdown_all()
 
