@@ -97,6 +97,7 @@ class RunSummary:
             "cpu_share": round(self.cpu_share, 4),
             "sent": self.stats.sent,
             "accepted": self.stats.accepted,
+            "replayed": self.stats.replayed,
             "rejected": dict(self.stats.rejected),
             "retries": self.stats.retries,
             "failed": self.stats.failed,

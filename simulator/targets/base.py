@@ -30,6 +30,9 @@ class Stats:
 
     sent: int = 0  # events handed to the target (retries not counted)
     accepted: int = 0  # acknowledged by the target
+    # of those, retries the target answered "a copy is stored already" (the legacy door's
+    # 409 replay after a lost OK): acknowledged, but no second record was written
+    replayed: int = 0
     rejected: Counter[str] = dataclasses.field(default_factory=Counter)  # by reason
     retries: int = 0  # events sent again after 429/503/timeouts (same seq)
     failed: int = 0  # gave up after retries

@@ -412,6 +412,7 @@ class GatewayTarget(Target):
                         # (the connection dropped, or the answer came after our timeout):
                         # the gateway says it is stored
                         outcome = "accepted"
+                        self.stats.replayed += 1
                     elif (
                         len(answer) >= 2 and answer[0] == "ERR" and int(answer[1]) in _RETRY_STATUS
                     ):

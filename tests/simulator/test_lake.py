@@ -110,7 +110,10 @@ def lake_run(broker_config: Config, tmp_path_factory: pytest.TempPathFactory) ->
             # machine) is counted as dropped instead; every refusal is one or the other
             notes = _rejection_notes(config)
             assert noted > 0 and notes["sent"] + notes["dropped"] == noted, (notes, noted)
-            expected = summary.stats.accepted + notes["sent"]
+            # a resend of a legacy frame the door stored already is acknowledged with
+            # "409 replay" (the late-and-duplicate scenario's copies race for that) and
+            # writes no second record
+            expected = summary.stats.accepted - summary.stats.replayed + notes["sent"]
             deadline = time.monotonic() + 120
             consumed = -1
             while time.monotonic() < deadline:

@@ -283,6 +283,7 @@ def test_a_legacy_frame_whose_ok_was_lost_is_accepted_by_the_replay_answer(
         target.close()
     assert outcomes.to_list() == ["accepted"] * 300
     assert target.stats.accepted == 300 and target.stats.retries >= 1
+    assert target.stats.replayed == 1  # acknowledged without a second record
     assert max(stub.seen.values()) >= 2  # the frame whose OK was lost, sent again
     assert again.to_list() == ["rejected-409 replay"]
     assert target.stats.rejected == {"409 replay": 1}
