@@ -51,3 +51,22 @@ def test_an_empty_batch_stays_empty() -> None:
         schema={"building_id": pl.String, "device_id": pl.String, "ts": pl.Datetime("us", "UTC")}
     )
     assert clustered(frame).is_empty()
+
+
+def test_rows_equal_in_all_three_keep_their_order() -> None:
+    # many ties: a sort that does not keep order (polars' parallel one) shows on batches
+    # this large, not on the small ones above
+    n = 200_000
+    ts = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    frame = pl.DataFrame(
+        {
+            "building_id": pl.Series(["b-2", "b-1"] * (n // 2)),
+            "device_id": pl.Series(["d-1", "d-2", "d-3", "d-1"] * (n // 4)),
+            "ts": pl.Series([ts] * n, dtype=pl.Datetime("us", "UTC")),
+            "i": pl.int_range(n, eager=True),
+        }
+    )
+    out = clustered(frame)
+    assert out["i"].sort().equals(frame["i"])  # every row once
+    within = out.group_by(KEYS, maintain_order=True).agg(pl.col("i").diff().min().alias("step"))
+    assert within["step"].min() > 0  # each key's rows in their original order
