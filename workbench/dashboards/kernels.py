@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
@@ -92,12 +93,6 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             self.warming = 0
             self.warm_retry_at = 0.0
             self._tasks: set[asyncio.Future[None]] = set()
-            self.started_at: dict[str, float] = {}  # time.monotonic() of each start
-
-        async def _launch(self, **kwargs: Any) -> str:
-            kernel_id = str(await super().start_kernel(**kwargs))
-            self.started_at[kernel_id] = time.monotonic()
-            return kernel_id
 
         def owner(self, kernel_id: str) -> str | None:
             """The user whose page started ``kernel_id`` (None: no such kernel)."""
@@ -135,7 +130,7 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             try:
                 kernel_id = await self._take_warm(kwargs)
                 if kernel_id is None:
-                    kernel_id = await self._launch(**kwargs)
+                    kernel_id = str(await super().start_kernel(**kwargs))
             finally:
                 self.starting.remove(user)
             # 2. the kernel is its user's from now on
@@ -158,7 +153,7 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             kernel_id = None
             try:
                 start: dict[str, Any] = {"path": _WARM_PATH, "env": dict(os.environ)}
-                kernel_id = await self._launch(**start)
+                kernel_id = str(await super().start_kernel(**start))
                 await self._run(kernel_id, WARM_UP)
             except Exception:
                 logger.exception("a kernel failed to warm up: pages start cold kernels")
@@ -228,11 +223,12 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
             if kernel_id in self.warm:  # a waiting kernel is idle by design
                 return
             kernel = self._kernels.get(kernel_id)
-            booting = time.monotonic() - self.started_at.get(kernel_id, 0.0)
-            if getattr(kernel, "execution_state", None) == "starting" and (
-                booting < _STARTING_GRACE_S
-            ):
-                return
+            # jupyter_server stamps last_activity at the start and on each message, so a
+            # kernel still starting has been booting (or silent) that long
+            if kernel is not None and getattr(kernel, "execution_state", None) == "starting":
+                booting = dt.datetime.now(dt.UTC) - kernel.last_activity
+                if booting.total_seconds() < _STARTING_GRACE_S:
+                    return
             await super().cull_kernel_if_idle(kernel_id)  # type: ignore[no-untyped-call]
 
         async def shutdown_kernel(  # type: ignore[override]
@@ -240,7 +236,6 @@ def kernel_manager_class(config: Config, secret: bytes) -> type[Any]:
         ) -> None:
             if kernel_id in self.warm:
                 self.warm.remove(kernel_id)
-            self.started_at.pop(kernel_id, None)
             await super().shutdown_kernel(kernel_id, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     return WorkbenchKernelManager
