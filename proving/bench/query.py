@@ -24,13 +24,13 @@ import datetime as dt
 import itertools
 import secrets
 import shutil
-import socket
 import statistics
 import threading
 import time
 from typing import Any
 
 from proving.bench import Timing, add_bench, report, timed_runs
+from proving.ports import free_port
 from workbench.cli import print_table, say
 from workbench.config import Config
 from workbench.exceptions import InvalidInput
@@ -73,12 +73,6 @@ QUERIES: dict[str, str] = {
 SMALL = "SELECT count(*) AS events FROM telemetry WHERE event_date = to_date('{end}')"
 HEAVY = QUERIES["same, grouped by to_date(ts)"]
 LIGHT_USER, HEAVY_USER = ("bench-light", "t-0001"), ("bench-heavy", "t-0002")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ensure_bench_lake(
@@ -253,7 +247,7 @@ def _time_engine(
     from workbench.query.hiveserver2 import HiveServer2
 
     engine_config = dataclasses.replace(bench_config, hive_engine=engine)
-    server = HiveServer2(engine_config, port=_free_port(), flight_port=0)
+    server = HiveServer2(engine_config, port=free_port(), flight_port=0)
     t0 = time.perf_counter()
     server.start()
     startup = time.perf_counter() - t0

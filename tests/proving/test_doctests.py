@@ -6,7 +6,7 @@ import pytest
 
 from tests.doctests import assert_examples_pass
 
-MODULES = ["proving.bench.broker", "proving.bench.mqtt"]
+MODULES = ["proving.bench.broker", "proving.bench.mqtt", "proving.ports"]
 
 
 @pytest.mark.parametrize("name", MODULES)
