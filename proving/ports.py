@@ -32,6 +32,7 @@ _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 _given: set[int] = set()
 _lock = threading.Lock()
+_random = random.Random()  # its own: a test that seeds the global one does not steer it
 
 
 def _ephemeral_start() -> int:
@@ -78,7 +79,7 @@ def free_port() -> int:
             sock.bind(("127.0.0.1", 0))
             return int(sock.getsockname()[1])
     for _ in range(1000):
-        port = random.randrange(ports.start, ports.stop)
+        port = _random.randrange(ports.start, ports.stop)
         with _lock:
             if port in _given or not _bindable(port):
                 continue

@@ -31,7 +31,7 @@ def test_a_port_somebody_holds_is_skipped(monkeypatch: pytest.MonkeyPatch) -> No
         taken = held.getsockname()[1]
         draws = iter([taken, taken, 20_999])
         monkeypatch.setattr(ports, "port_range", lambda: range(20_000, 33_000))
-        monkeypatch.setattr(ports.random, "randrange", lambda *_: next(draws))
+        monkeypatch.setattr(ports._random, "randrange", lambda *_: next(draws))
         monkeypatch.setattr(ports, "_given", set())
         assert free_port() == 20_999
 
