@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import json
 import logging
 import os
 import queue
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from workbench.config import Config
@@ -283,8 +285,61 @@ def _check_owner(handler: Any, kernel_id: str) -> None:
         raise HTTPError(404, "no such kernel")
 
 
+def _page_failed(path: str, exc: BaseException) -> str:
+    """The end of a page whose rendering failed: what its reader sees instead of a page
+    that never finishes."""
+    logger.error("page %s failed before it was ready: %s: %s", path, type(exc).__name__, exc)
+    why = html.escape(f"{type(exc).__name__}: {exc}")
+    return (
+        '<div class="wb-page-error" role="alert" style="margin:2em;padding:1em;'
+        'border:2px solid #b00020;color:#b00020;font-family:sans-serif">'
+        f"<strong>This page could not be shown.</strong> Its Python kernel failed ({why}). "
+        "Reload the page; if it fails again, tell your operator (the dashboards' log "
+        "has the details).</div>"
+    )
+
+
+def guard_page_rendering() -> None:
+    """Make every Voila page end when its rendering fails.
+
+    Voila renders a page in a background task and streams what it puts in a queue; when
+    the kernel dies before it answers (it crashed at start-up, or was shut down), the
+    task fails unseen and the page's response never ends — Voila's heartbeats keep the
+    browser waiting for ever. The renderer installed here ends the page with a visible
+    error instead, and logs it. ``voila.handler`` looks the renderer class up by name
+    when a page is requested, so replacing that name is enough (checked by
+    ``tests/workbench/dashboards/test_page_failure.py`` against the installed Voila).
+    """
+    import voila.handler
+    from voila.notebook_renderer import NotebookRenderer
+
+    if getattr(voila.handler.NotebookRenderer, "guarded", False):
+        return
+
+    class GuardedRenderer(NotebookRenderer):  # type: ignore[misc]
+        guarded = True
+
+        def generate_content_generator(
+            self, kernel_id: str | None = None, kernel_future: Any = None
+        ) -> AsyncIterator[tuple[str, Any]]:
+            inner = super().generate_content_generator(kernel_id, kernel_future)
+
+            async def guarded() -> AsyncIterator[tuple[str, Any]]:
+                try:
+                    async for item in inner:
+                        yield item
+                except Exception as exc:
+                    yield _page_failed(str(self.notebook_path), exc), None
+
+            return guarded()
+
+    voila.handler.NotebookRenderer = GuardedRenderer
+
+
 def guard_handlers(handlers: list[Any]) -> list[Any]:
-    """Voila's handlers with the kernel and contents handlers replaced by guarded ones."""
+    """Voila's handlers with the kernel and contents handlers replaced by guarded ones
+    (and pages that end when their rendering fails, :func:`guard_page_rendering`)."""
+    guard_page_rendering()
     from jupyter_server.services.kernels.handlers import KernelHandler
     from tornado.web import HTTPError, RequestHandler
     from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
