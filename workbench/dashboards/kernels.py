@@ -293,9 +293,9 @@ def _page_failed(path: str, exc: BaseException) -> str:
     return (
         '<div class="wb-page-error" role="alert" style="margin:2em;padding:1em;'
         'border:2px solid #b00020;color:#b00020;font-family:sans-serif">'
-        f"<strong>This page could not be shown.</strong> Its Python kernel failed ({why}). "
-        "Reload the page; if it fails again, tell your operator (the dashboards' log "
-        "has the details).</div>"
+        f"<strong>This page could not be shown.</strong> It failed before it was ready "
+        f"({why}); most often its Python kernel did not start. Reload the page; if it "
+        "fails again, tell your operator (the dashboards' log has the details).</div>"
     )
 
 
