@@ -345,7 +345,9 @@ class Gateway:
         authentication the device id is a claim anyone can make, so noting it would let
         anyone raise another tenant's alarm. The note is sent without waiting for its
         ack (the answer does not wait for it) and only on a refusal, so an accepted
-        request pays nothing for it."""
+        request pays nothing for it; it is counted once the broker acknowledged it
+        (``sent``), or as ``lost`` when the delivery failed, or as ``dropped`` when it
+        could not be handed over."""
         self.metrics.rejected.labels(channel, str(problem.status), problem.reason).inc()
         if entry is not None and problem.status in _ATTRIBUTED:
             key, stamped = self._prefix(entry)
@@ -361,5 +363,8 @@ class Gateway:
                     orjson.dumps(channel),
                 )
             )
-            sent = self.producer.note(key, value)
-            self.metrics.rejection_notes.labels("sent" if sent else "dropped").inc()
+            notes = self.metrics.rejection_notes
+            if not self.producer.note(
+                key, value, lambda acked: notes.labels("sent" if acked else "lost").inc()
+            ):
+                notes.labels("dropped").inc()

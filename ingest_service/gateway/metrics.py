@@ -53,8 +53,9 @@ class GatewayMetrics:
         self.rejection_notes = Counter(
             "gateway_rejection_notes",
             "Refusals of authenticated devices noted on the topic for their building's "
-            "rejected-event rate, by result (sent, or dropped: the broker unreachable or "
-            "the buffer full)",
+            "rejected-event rate, by result (sent: acknowledged by the broker; lost: "
+            "handed to the producer, not delivered; dropped: not handed over, the broker "
+            "unreachable or the buffer full)",
             ["result"],
             registry=self.registry,
         )

@@ -23,7 +23,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ingest_service.gateway.validation import Problem
@@ -197,20 +197,28 @@ class AsyncProducer:
         finally:
             self.inflight -= n
 
-    def note(self, key: bytes, value: bytes) -> bool:
+    def note(
+        self, key: bytes, value: bytes, delivered: Callable[[bool], None] | None = None
+    ) -> bool:
         """Hand one record to the producer and return without waiting for its ack: for
         what the gateway tells the processor of its own accord (a refusal), never on an
         answer's path. False (nothing sent) while the producer is not connected or its
-        circuit is open, or the buffer holds a full load of requests' events."""
+        circuit is open, or the buffer holds a full load of requests' events. Once
+        handed over, ``delivered`` is called (on the producer's thread) with whether the
+        broker acknowledged it: a failed delivery, or a producer replaced after a failure
+        with the note still in its buffer, calls it with False."""
         if not self._ready or not self.healthy or self._producer is None:
             return False
         if self.inflight >= self.config.gateway_max_inflight:
             return False
         try:
-            self._producer.send(self.config.topic, key=key, value=value)
+            future = self._producer.send(self.config.topic, key=key, value=value)
         except Exception as exc:  # a note is best effort: the request was answered
             logger.debug("a note to the topic was not sent: %s", exc)
             return False
+        if delivered is not None:
+            future.add_callback(lambda _: delivered(True))
+            future.add_errback(lambda _: delivered(False))
         return True
 
     def close(self) -> None:
