@@ -205,8 +205,7 @@ class AsyncProducer:
         answer's path. False (nothing sent) while the producer is not connected or its
         circuit is open, or the buffer holds a full load of requests' events. Once
         handed over, ``delivered`` is called (on the producer's thread) with whether the
-        broker acknowledged it: a failed delivery, or a producer replaced after a failure
-        with the note still in its buffer, calls it with False."""
+        broker acknowledged it (False: the delivery failed or timed out)."""
         if not self._ready or not self.healthy or self._producer is None:
             return False
         if self.inflight >= self.config.gateway_max_inflight:
